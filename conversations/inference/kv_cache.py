@@ -1,0 +1,119 @@
+"""A slot KV cache: one preallocated buffer per layer, one row ("slot") per running reply.
+
+Every running reply owns a row of the buffer. Its keys and values sit at positions 0..len-1 of
+that row (right padding), so a decode step writes exactly one column per row and never copies
+the rest of the cache. Rows stay packed at 0..n-1: when a reply leaves, the last row moves into
+its hole (one row copy), so a step always runs on a dense batch of n rows.
+
+The class plugs into transformers' ``Cache`` interface: the attention layers call ``update`` with
+the step's keys and values and attend over what it returns; the engine passes its own 4D mask.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+
+class SlotLayer(CacheLayerMixin):
+    """One decoder layer's keys and values, ``(rows, kv_heads, capacity, head_dim)``."""
+
+    def __init__(self, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        self.kv_heads, self.head_dim = kv_heads, head_dim
+        self.dtype, self.device = dtype, device
+        # Zeros, not empty: masked columns still enter q·k, and garbage NaNs would survive the mask.
+        self.keys = torch.zeros(0, kv_heads, 0, head_dim, dtype=dtype, device=device)
+        self.values = torch.zeros_like(self.keys)
+        self.is_initialized = True
+        # Set by the cache before each forward: which column each row writes, how many to read.
+        self.write_rows: torch.Tensor | None = None
+        self.write_cols: torch.Tensor | None = None
+        self.read_len = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        pass
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # key_states: (n, kv_heads, 1, head_dim), one new column per row at that row's own length.
+        assert self.write_rows is not None and self.write_cols is not None
+        self.keys[self.write_rows, :, self.write_cols] = key_states[:, :, 0]
+        self.values[self.write_rows, :, self.write_cols] = value_states[:, :, 0]
+        n = key_states.shape[0]
+        # (n, kv_heads, read_len, head_dim) views; columns past a row's length are masked out.
+        return self.keys[:n, :, : self.read_len], self.values[:n, :, : self.read_len]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.read_len, 0
+
+    def get_seq_length(self) -> int:
+        return self.read_len
+
+    def get_max_length(self) -> int:
+        return int(self.keys.shape[2])
+
+    def resize(self, rows: int, capacity: int) -> None:
+        """Grow (never shrink below what is kept) to at least ``rows`` x ``capacity``, keeping contents."""
+        old_rows, _, old_cap, _ = self.keys.shape
+        if rows <= old_rows and capacity <= old_cap:
+            return
+        shape = (max(rows, old_rows), self.kv_heads, max(capacity, old_cap), self.head_dim)
+        keys = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        values = torch.zeros_like(keys)
+        keys[:old_rows, :, :old_cap] = self.keys
+        values[:old_rows, :, :old_cap] = self.values
+        self.keys, self.values = keys, values
+
+
+class SlotCache(Cache):
+    """All layers' slot buffers, plus the bookkeeping one decode step needs."""
+
+    def __init__(self, num_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device):
+        self.slot_layers = [SlotLayer(kv_heads, head_dim, dtype, device) for _ in range(num_layers)]
+        super().__init__(layers=list(self.slot_layers))
+        self.device = device
+
+    @property
+    def rows(self) -> int:
+        return int(self.slot_layers[0].keys.shape[0])
+
+    @property
+    def capacity(self) -> int:
+        return int(self.slot_layers[0].keys.shape[2])
+
+    def ensure(self, rows: int, length: int) -> None:
+        """Make room for ``rows`` slots of ``length`` positions, doubling so growth is amortised."""
+        if rows <= self.rows and length <= self.capacity:
+            return
+        new_rows = self.rows if rows <= self.rows else max(rows, 2 * self.rows, 4)
+        new_cap = self.capacity if length <= self.capacity else max(length, 2 * self.capacity, 256)
+        for layer in self.slot_layers:
+            layer.resize(new_rows, new_cap)
+
+    def prepare_step(self, lengths: torch.Tensor, read_len: int) -> None:
+        """Before a decode forward: row i writes its new key at column ``lengths[i]``."""
+        rows = torch.arange(lengths.shape[0], device=lengths.device)
+        for layer in self.slot_layers:
+            layer.write_rows, layer.write_cols, layer.read_len = rows, lengths, read_len
+
+    def fill_slot(self, slot: int, prefill: Cache) -> None:
+        """Copy a batch-1 prefill cache (one row, ``length`` positions) into ``slot``."""
+        for layer, source in zip(self.slot_layers, prefill.layers):
+            assert source.keys is not None and source.values is not None
+            length = source.keys.shape[2]
+            layer.keys[slot, :, :length] = source.keys[0]
+            layer.values[slot, :, :length] = source.values[0]
+
+    def move_slot(self, source: int, target: int, length: int) -> None:
+        """Copy row ``source``'s first ``length`` positions into row ``target`` (compaction)."""
+        for layer in self.slot_layers:
+            layer.keys[target, :, :length] = layer.keys[source, :, :length]
+            layer.values[target, :, :length] = layer.values[source, :, :length]
+
+    def release(self) -> None:
+        """Drop the buffers (when idle) so a burst's peak memory is given back."""
+        for layer in self.slot_layers:
+            layer.keys = layer.keys.new_zeros(0, layer.kv_heads, 0, layer.head_dim)
+            layer.values = layer.values.new_zeros(0, layer.kv_heads, 0, layer.head_dim)

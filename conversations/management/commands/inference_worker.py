@@ -1,0 +1,53 @@
+"""python manage.py inference_worker: load the model once and answer every conversation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from conversations.worker import InferenceWorker
+
+log = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Run the inference worker: holds the model (GPU if any) and streams replies to customers."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--fake", action="store_true", help="Use the scripted fake engine (no torch).")
+        parser.add_argument("--consumer", default="", help="Stream consumer name (default: worker-HOSTNAME).")
+
+    def handle(self, *args: Any, fake: bool = False, consumer: str = "", **options: Any) -> None:
+        engine = fake_engine() if fake else real_engine()
+        worker = InferenceWorker(engine, flush_ms=settings.CHAT_STREAM_FLUSH_MS)
+        if consumer:
+            worker.consumer = consumer
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: worker.stop_event.set())
+        asyncio.run(worker.run())
+
+
+def fake_engine() -> Any:
+    from conversations.inference.fake import FakeEngine
+
+    return FakeEngine(step_delay_s=0.05)
+
+
+def real_engine() -> Any:
+    from conversations.inference.engine import load_engine
+    from conversations.inference.model_store import resolve_base_model
+
+    base = resolve_base_model(settings.BASE_MODEL, settings.MODEL_CACHE_DIR)
+    return load_engine(
+        base,
+        device=settings.INFERENCE_DEVICE,
+        threads=settings.INFERENCE_THREADS or None,
+        max_running=settings.INFERENCE_MAX_RUNNING,
+        max_queue=settings.INFERENCE_MAX_QUEUE,
+        adapters_dir=settings.ADAPTERS_DIR,
+    )

@@ -1,0 +1,157 @@
+"""Customers, their conversations and every message in them, with the feedback that teaches the bot."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Customer(models.Model):
+    """An anonymous visitor, known by the id kept in their signed Django session."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    display_name = models.CharField(max_length=120, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.display_name or f"Customer {str(self.id)[:8]}"
+
+
+class Conversation(models.Model):
+    class Status(models.TextChoices):
+        BOT = "bot", "With the bot"
+        WAITING = "waiting", "Waiting for an agent"
+        AGENT = "agent", "With an agent"
+        CLOSED = "closed", "Closed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="conversations")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.BOT, db_index=True)
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed = models.BooleanField(default=False)
+    exclude_from_training = models.BooleanField(default=False)
+    tags = models.JSONField(default=list, blank=True)
+    note = models.TextField(blank=True)
+    satisfaction = models.PositiveSmallIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.customer} · {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        CUSTOMER = "customer"
+        BOT = "bot"
+        AGENT = "agent"
+        SYSTEM = "system"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        STREAMING = "streaming"
+        COMPLETE = "complete"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.STREAMING)
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    text = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE, db_index=True)
+    client_id = models.CharField(max_length=64, null=True, blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    error = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)  # queued, for a bot reply
+    first_token_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    token_count = models.PositiveIntegerField(default=0)
+    model_name = models.CharField(max_length=200, blank=True)  # base model, and "+adapter" when one served
+    model_version = models.ForeignKey(
+        "finetuning.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "client_id"],
+                condition=Q(client_id__isnull=False),
+                name="message_client_id_unique_per_conversation",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.text[:60]}"
+
+
+class Feedback(models.Model):
+    """A thumbs up or down on a bot reply, from the customer or from an agent reviewing it."""
+
+    class Source(models.TextChoices):
+        CUSTOMER = "customer"
+        AGENT = "agent"
+
+    class Reason(models.TextChoices):
+        WRONG = "wrong"
+        INCOMPLETE = "incomplete"
+        UNHELPFUL = "unhelpful"
+        RUDE = "rude"
+        OTHER = "other"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
+    source = models.CharField(max_length=16, choices=Source.choices)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    positive = models.BooleanField()
+    reason = models.CharField(max_length=16, choices=Reason.choices, blank=True)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "source"], name="feedback_one_per_source")
+        ]
+
+
+class Correction(models.Model):
+    """The reply an agent says the bot should have given. Never shown to the customer."""
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="correction")
+    text = models.TextField()
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class BotSettings(models.Model):
+    """Settings an admin edits in the Django admin; the worker reads them per reply, no restart."""
+
+    system_prompt = models.TextField(blank=True, help_text="The company persona. Empty: DEFAULT_SYSTEM_PROMPT.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "bot settings"
+
+    def __str__(self) -> str:
+        return "Bot settings"
+
+    @classmethod
+    def load(cls) -> BotSettings:
+        settings_row, _ = cls.objects.get_or_create(pk=1)
+        return settings_row

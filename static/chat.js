@@ -1,0 +1,173 @@
+// The customer's chat: one websocket, reconnecting with backoff; every text rendered as text.
+(() => {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const list = $("messages"), input = $("input"), sendButton = $("send"), stopButton = $("stop");
+  const badge = $("connection"), notice = $("notice");
+  const OUTBOX_KEY = "chat.outbox";
+  const ROLE_NAMES = { customer: "You", bot: "Assistant", agent: "Agent", system: "" };
+
+  let socket = null, retryDelay = 500, conversation = null;
+  const bubbles = new Map(); // message id or "c:" + client_id -> {li, data}
+  // What the customer typed that the server has not confirmed yet: kept across reloads.
+  let outbox = JSON.parse(sessionStorage.getItem(OUTBOX_KEY) || "[]");
+
+  const saveOutbox = () => sessionStorage.setItem(OUTBOX_KEY, JSON.stringify(outbox));
+  const newClientId = () => (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    socket = new WebSocket(`${scheme}://${location.host}/ws/chat/`);
+    socket.onopen = () => { retryDelay = 500; setBadge("Connected", "online"); };
+    socket.onmessage = (event) => handle(JSON.parse(event.data));
+    socket.onclose = (event) => {
+      setBadge("Reconnecting…", "offline");
+      if (event.code === 4401) { setNotice("Your session has expired: reload the page."); return; }
+      setTimeout(connect, retryDelay);
+      retryDelay = Math.min(retryDelay * 2, 10000);
+    };
+  }
+
+  function send(frame) {
+    if (socket && socket.readyState === WebSocket.OPEN) { socket.send(JSON.stringify(frame)); return true; }
+    return false;
+  }
+
+  const handlers = {
+    history(frame) {
+      conversation = frame.conversation;
+      list.replaceChildren();
+      bubbles.clear();
+      frame.messages.forEach(render);
+      outbox.forEach(showUnsent);
+      setNotice(frame.worker_online ? "" : "The assistant is starting up; messages will be answered as soon as it is ready.");
+      outbox.forEach((item) => send({ type: "message", text: item.text, client_id: item.client_id }));
+      updateControls();
+    },
+    message(frame) {
+      const message = frame.message;
+      if (message.client_id) {
+        outbox = outbox.filter((item) => item.client_id !== message.client_id);
+        saveOutbox();
+        const local = bubbles.get("c:" + message.client_id);
+        if (local) { local.li.remove(); bubbles.delete("c:" + message.client_id); }
+      }
+      render(message);
+      if (message.role === "bot" && message.status === "streaming") setNotice("");
+      updateControls();
+    },
+    delta(frame) {
+      const bubble = bubbles.get(frame.message_id);
+      if (!bubble) return;
+      const known = bubble.data.text.length;
+      // Deltas carry their offset: overlap with what history already gave us is skipped.
+      if (frame.offset > known) return;
+      bubble.data.text += frame.text.slice(known - frame.offset);
+      bubble.data.status = "streaming";
+      paint(bubble);
+      updateControls();
+    },
+    done(frame) {
+      const bubble = bubbles.get(frame.message_id);
+      if (!bubble) return;
+      Object.assign(bubble.data, { text: frame.text, status: frame.status, error: frame.error || "" });
+      paint(bubble);
+      updateControls();
+    },
+    error(frame) {
+      setNotice(frame.detail);
+      if (frame.code === "rate_limited" || frame.code === "reply_in_progress") restoreUnsent();
+    },
+    notice(frame) { setNotice(frame.detail); },
+  };
+
+  function handle(frame) { (handlers[frame.type] || (() => {}))(frame); }
+
+  function render(message) {
+    let bubble = bubbles.get(message.id);
+    if (!bubble) {
+      const li = document.createElement("li");
+      li.dataset.id = message.id;
+      li.append(span("who"), span("body"), span("meta"));
+      list.append(li);
+      bubble = { li, data: message };
+      bubbles.set(message.id, bubble);
+    }
+    bubble.data = message;
+    paint(bubble);
+  }
+
+  function paint({ li, data }) {
+    li.className = `msg ${data.role} ${data.status}`;
+    li.querySelector(".who").textContent = ROLE_NAMES[data.role] || data.role;
+    li.querySelector(".body").textContent = data.text;
+    const meta = li.querySelector(".meta");
+    meta.replaceChildren();
+    if (data.role === "bot" && data.status === "pending") meta.textContent = "Waiting for the assistant…";
+    if (data.status === "cancelled") meta.textContent = "Stopped.";
+    if (data.status === "failed") {
+      meta.textContent = `Could not answer${data.error ? ": " + data.error : ""}.`;
+      meta.append(button("Retry", () => send({ type: "retry" })));
+    }
+    li.scrollIntoView({ block: "end" });
+  }
+
+  function showUnsent(item) {
+    const li = document.createElement("li");
+    li.className = "msg customer unsent";
+    li.append(span("who", "You"), span("body", item.text), span("meta", "Sending…"));
+    list.append(li);
+    bubbles.set("c:" + item.client_id, { li, data: item });
+  }
+
+  function restoreUnsent() {
+    // A refused message goes back into the box, so nothing typed is lost.
+    const item = outbox.pop();
+    if (!item) return;
+    saveOutbox();
+    const local = bubbles.get("c:" + item.client_id);
+    if (local) { local.li.remove(); bubbles.delete("c:" + item.client_id); }
+    if (!input.value) input.value = item.text;
+  }
+
+  function span(cls, text = "") { const s = document.createElement("span"); s.className = cls; s.textContent = text; return s; }
+  function button(label, onClick) { const b = document.createElement("button"); b.type = "button"; b.textContent = label; b.onclick = onClick; return b; }
+  function setBadge(text, cls) { badge.textContent = text; badge.className = `badge ${cls}`; }
+  function setNotice(text) { notice.textContent = text; notice.hidden = !text; }
+
+  function replyInFlight() {
+    return [...bubbles.values()].some(({ data }) => data.role === "bot" && (data.status === "pending" || data.status === "streaming"));
+  }
+
+  function updateControls() {
+    const busy = replyInFlight();
+    stopButton.hidden = !busy;
+    sendButton.hidden = busy;
+  }
+
+  function submit() {
+    const text = input.value.trim();
+    if (!text || replyInFlight()) return;
+    const item = { client_id: newClientId(), text };
+    outbox.push(item);
+    saveOutbox();
+    showUnsent(item);
+    input.value = "";
+    setNotice("");
+    send({ type: "message", text, client_id: item.client_id }); // if offline, resent on reconnect
+  }
+
+  $("composer").addEventListener("submit", (event) => { event.preventDefault(); submit(); });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); submit(); }
+  });
+  stopButton.addEventListener("click", () => send({ type: "stop" }));
+  $("new-conversation").addEventListener("click", () => send({ type: "new_conversation" }));
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && replyInFlight()) send({ type: "stop" });
+    if (event.altKey && event.key.toLowerCase() === "n") send({ type: "new_conversation" });
+  });
+
+  connect();
+})();
