@@ -91,7 +91,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test.sqlite3")}
+    # A file (not memory) so test subprocesses share it; one per test process, so runs never collide.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [
@@ -164,3 +165,14 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
 }
+
+# The agent workspace (docs/agent-workspace.md; each setting in docs/settings.md).
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "agent-inbox"
+LOGOUT_REDIRECT_URL = "login"
+AGENT_INBOX_PAGE_SIZE = env_int("AGENT_INBOX_PAGE_SIZE", 25)
+LOGIN_THROTTLE_FAILURES = env_int("LOGIN_THROTTLE_FAILURES", 5)
+LOGIN_THROTTLE_WINDOW_S = env_int("LOGIN_THROTTLE_WINDOW_S", 300)
+HANDOFF_PHRASES = env_list(
+    "HANDOFF_PHRASES", "human,agent,real person,talk to a person,speak to a person,operator,representative"
+)

@@ -173,15 +173,14 @@ class InferenceWorker:
     async def _read(self) -> None:
         """First this consumer's own unacknowledged entries (a previous life died mid-reply), then new ones."""
         stream = dispatch.key(dispatch.GENERATE_STREAM)
-        cursor = "0"
+        cursor = "0"  # an id: walk this consumer's pending entries; ">" afterwards: new entries
         while not self.stop_event.is_set():
             response = await self.redis.xreadgroup(
                 dispatch.WORKER_GROUP, self.consumer, {stream: cursor}, count=16, block=500
             )
             entries = response[0][1] if response else []
-            if cursor == "0" and not entries:
-                cursor = ">"
-                continue
+            if cursor != ">":
+                cursor = entries[-1][0] if entries else ">"
             for entry_id, fields in entries:
                 await self._admit(entry_id, int(fields["message_id"]))
 
@@ -260,21 +259,24 @@ class InferenceWorker:
                 log.exception("flush failed; retrying at the next tick")
 
     async def _flush_once(self) -> None:
+        """Save, then publish, each reply's new text: a delta never runs ahead of the database,
+        so a browser that reloads between the two sees no gap between history and deltas."""
+        snapshot = {r.message_id: (r.text, r.finish) for r in self.replies.values()}
         streaming = {
-            r.message_id: (r.text, r.token_count, r.first_token_at or timezone.now())
+            r.message_id: (snapshot[r.message_id][0], r.token_count, r.first_token_at or timezone.now())
             for r in self.replies.values()
             if len(r.text) > r.sent and r.finish is None
         }
         if streaming:
             await sync_to_async(services.reply_progress)(updates=streaming)
-        for reply in list(self.replies.values()):
-            if len(reply.text) > reply.sent:
-                await events.publish(
-                    reply.conversation_id, events.delta_event(reply.message_id, reply.sent, reply.text[reply.sent :])
-                )
-                reply.sent = len(reply.text)
-            if reply.finish is not None:
-                await self._finish(reply, reply.finish)
+        for message_id, (text, finish) in snapshot.items():
+            reply = self.replies[message_id]
+            if len(text) > reply.sent:
+                delta = events.delta_event(message_id, reply.sent, text[reply.sent :])
+                await events.publish(reply.conversation_id, delta)
+                reply.sent = len(text)
+            if finish is not None:
+                await self._finish(reply, finish)
 
     async def _finish(self, reply: Reply, chunk: TokenChunk) -> None:
         assert chunk.finish_reason is not None

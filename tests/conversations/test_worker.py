@@ -1,0 +1,197 @@
+"""The inference worker with the scripted engine: the real Redis stream, channel layer and database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.test import override_settings
+
+from conversations.inference.fake import FakeEngine
+from conversations.models import Message
+from conversations.worker import InferenceWorker
+
+from .helpers import chat_socket, receive_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_redis")]
+
+LONG_REPLY = " ".join(f"word{i}" for i in range(60))
+
+
+class RunningWorker:
+    def __init__(self, engine: FakeEngine, consumer: str) -> None:
+        self.worker = InferenceWorker(engine, consumer=consumer, flush_ms=20)
+        self.task = asyncio.create_task(self.worker.run())
+
+    async def stop(self) -> None:
+        self.worker.stop_event.set()
+        await asyncio.wait_for(self.task, 10)
+
+
+@pytest.fixture
+async def start_worker() -> AsyncIterator[Callable[..., RunningWorker]]:
+    started: list[RunningWorker] = []
+
+    def start(engine: FakeEngine | None = None, consumer: str = "test-worker") -> RunningWorker:
+        started.append(RunningWorker(engine or FakeEngine(), consumer))
+        return started[-1]
+
+    yield start
+    for running in started:
+        if not running.task.done():
+            await running.stop()
+
+
+async def wait_for_heartbeat(redis_client: Any) -> None:
+    from conversations import dispatch
+
+    for _ in range(100):
+        if redis_client.exists(dispatch.key(dispatch.HEARTBEAT)):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the worker never sent a heartbeat")
+
+
+async def open_chat(customer: Any) -> Any:
+    socket = await chat_socket(customer)
+    assert (await socket.connect())[0]
+    await socket.receive_json_from()
+    return socket
+
+
+def text_of(frames: list[dict[str, Any]]) -> str:
+    return "".join(f["text"] for f in frames if f["type"] == "delta")
+
+
+async def stored(message_id: int) -> Message:
+    return await database_sync_to_async(Message.objects.get)(id=message_id)
+
+
+async def test_it_streams_a_reply_and_stores_it(customer: Any, start_worker: Any, clean_redis: Any) -> None:
+    start_worker(FakeEngine({"Hello": "Hi! What can I do for you?"}))
+    await wait_for_heartbeat(clean_redis)
+    socket = await open_chat(customer)
+    await socket.send_json_to({"type": "message", "text": "Hello", "client_id": "c1"})
+    frames = await receive_until(socket, "done")
+    deltas = [f for f in frames if f["type"] == "delta"]
+    assert len(deltas) >= 1
+    assert text_of(frames) == "Hi! What can I do for you?"
+    assert frames[-1]["status"] == "complete" and frames[-1]["text"] == "Hi! What can I do for you?"
+    reply = await stored(frames[-1]["message_id"])
+    assert reply.status == "complete" and reply.text == "Hi! What can I do for you?"
+    assert reply.token_count == 7 and reply.model_name == "fake-engine"
+    assert reply.created_at <= reply.first_token_at <= reply.finished_at
+    await socket.disconnect()
+
+
+async def test_the_prompt_holds_the_system_prompt_and_the_history(customer: Any, start_worker: Any) -> None:
+    engine = FakeEngine()
+    start_worker(engine)
+    socket = await open_chat(customer)
+    await socket.send_json_to({"type": "message", "text": "first question"})
+    await receive_until(socket, "done")
+    await socket.send_json_to({"type": "message", "text": "second question"})
+    await receive_until(socket, "done")
+    chat = engine.tokenizer.chats[engine.submitted[-1].prompt_ids]
+    assert chat[0]["role"] == "system" and "customer-service" in chat[0]["content"]
+    assert [m["role"] for m in chat[1:]] == ["user", "assistant", "user"]
+    assert chat[-1]["content"] == "second question"
+    await socket.disconnect()
+
+
+async def test_a_message_sent_while_no_worker_runs_is_answered_when_one_starts(
+    customer: Any, start_worker: Any
+) -> None:
+    socket = await open_chat(customer)
+    await socket.send_json_to({"type": "message", "text": "anyone?"})
+    frames = await receive_until(socket, "notice")
+    assert frames[-1]["code"] == "worker_offline"
+    await asyncio.sleep(0.3)
+    start_worker()
+    done = (await receive_until(socket, "done"))[-1]
+    assert done["status"] == "complete" and done["text"]
+    await socket.disconnect()
+
+
+async def test_stop_keeps_the_partial_reply_as_cancelled(customer: Any, start_worker: Any) -> None:
+    start_worker(FakeEngine(default_reply=LONG_REPLY, step_delay_s=0.03))
+    socket = await open_chat(customer)
+    await socket.send_json_to({"type": "message", "text": "tell me a lot"})
+    await receive_until(socket, "delta")
+    await socket.send_json_to({"type": "stop"})
+    frames = await receive_until(socket, "done")
+    done = frames[-1]
+    assert done["status"] == "cancelled"
+    assert 0 < len(done["text"]) < len(LONG_REPLY)
+    reply = await stored(done["message_id"])
+    assert reply.status == "cancelled" and reply.text == done["text"]
+    await socket.disconnect()
+
+
+async def test_a_reconnecting_browser_gets_the_reply_so_far_then_the_rest(customer: Any, start_worker: Any) -> None:
+    start_worker(FakeEngine(default_reply=LONG_REPLY, step_delay_s=0.02))
+    first = await open_chat(customer)
+    await first.send_json_to({"type": "message", "text": "go"})
+    await receive_until(first, "delta")
+    await asyncio.sleep(0.2)
+    second = await chat_socket(customer)
+    assert (await second.connect())[0]
+    history = await second.receive_json_from()
+    reply = history["messages"][-1]
+    assert reply["status"] == "streaming" and reply["text"]
+    text = reply["text"]
+    for frame in await receive_until(second, "done"):
+        if frame["type"] == "delta" and frame["offset"] + len(frame["text"]) > len(text):
+            assert frame["offset"] <= len(text), "a gap between the stored text and the live deltas"
+            text += frame["text"][len(text) - frame["offset"] :]
+    assert text == LONG_REPLY
+    await first.disconnect()
+    await second.disconnect()
+
+
+async def test_a_reply_cut_off_by_a_dead_worker_is_regenerated_by_the_next(customer: Any, start_worker: Any) -> None:
+    dying = start_worker(FakeEngine(default_reply=LONG_REPLY, step_delay_s=0.05), consumer="w1")
+    socket = await open_chat(customer)
+    await socket.send_json_to({"type": "message", "text": "go"})
+    await receive_until(socket, "delta")
+    await dying.stop()  # stops without finishing or acknowledging: what kill -9 leaves behind
+    reply_id = (await database_sync_to_async(Message.objects.get)(role="bot")).id
+    assert (await stored(reply_id)).status == "streaming"
+    start_worker(FakeEngine(default_reply="Sorry, here it is again."), consumer="w1")
+    frames = await receive_until(socket, "done")
+    restart = next(f for f in frames if f["type"] == "message")
+    assert restart["message"]["id"] == reply_id and restart["message"]["text"] == ""
+    assert frames[-1]["status"] == "complete" and frames[-1]["text"] == "Sorry, here it is again."
+    await socket.disconnect()
+
+
+@override_settings(INFERENCE_REPLY_TIMEOUT_S=0.2)
+async def test_a_reply_past_its_timeout_fails_and_can_be_retried(customer: Any, start_worker: Any) -> None:
+    start_worker(FakeEngine(default_reply=LONG_REPLY, step_delay_s=0.05))
+    socket = await open_chat(customer)
+    await socket.send_json_to({"type": "message", "text": "slow please"})
+    done = (await receive_until(socket, "done"))[-1]
+    assert done["status"] == "failed" and "too long" in done["error"]
+    await socket.send_json_to({"type": "retry"})
+    retried = await socket.receive_json_from()
+    assert retried["type"] == "message" and retried["message"]["status"] == "pending"
+    await socket.disconnect()
+
+
+async def test_an_unknown_adapter_fails_only_that_reply(customer: Any, start_worker: Any) -> None:
+    from finetuning.models import ModelVersion
+
+    engine = FakeEngine()
+    engine.load_adapter = lambda name, path: None  # type: ignore[method-assign]  # loading "fails" silently
+    await database_sync_to_async(ModelVersion.objects.create)(
+        name="v-broken", base_model="x", adapter_path="/nowhere", status="active"
+    )
+    start_worker(engine)
+    socket = await open_chat(customer)
+    await socket.send_json_to({"type": "message", "text": "hi"})
+    done = (await receive_until(socket, "done"))[-1]
+    assert done["status"] == "failed" and "v-broken" in done["error"]
+    await socket.disconnect()
