@@ -117,7 +117,12 @@ REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("CHANNEL_PREFIX", "chatbot")},
+        # redis-py 8 times reads out after 5 s by default, which is exactly how long channels-redis
+        # blocks waiting for a message: without this, idle sockets die with "Timeout reading".
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            "prefix": env_str("CHANNEL_PREFIX", "chatbot"),
+        },
     }
 }
 

@@ -131,7 +131,9 @@ class InferenceWorker:
     stop_event: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.redis = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        self.redis = aioredis.Redis.from_url(
+            settings.REDIS_URL, decode_responses=True, socket_timeout=None  # pub/sub waits indefinitely
+        )
         self.replies: dict[int, Reply] = {}
         self.waiting: deque[Prepared] = deque()  # the engine's queue was full: retried in order
         self.adapters: set[str] = set()
@@ -158,6 +160,7 @@ class InferenceWorker:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(engine_thread.join, 10)  # its last step still emits into this loop
             await self.redis.delete(dispatch.key(dispatch.HEARTBEAT))
             await self.redis.aclose()
 

@@ -1,0 +1,110 @@
+"""The whole system as `make run` serves it: daphne and the real inference worker as processes,
+on the test database and the real Redis. Started once per test session (the model loads once)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parents[2]
+LOGS = ROOT / "var" / "test-logs"
+
+
+def database_url() -> str:
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class LiveSystem:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX,
+            "CHANNEL_PREFIX": settings.REDIS_KEY_PREFIX,
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "CHAT_RATE_LIMIT_MESSAGES": "1000",
+            "GENERATION_MAX_NEW_TOKENS": os.environ.get("E2E_MAX_NEW_TOKENS", "96"),
+            "INFERENCE_THREADS": os.environ.get("INFERENCE_THREADS", "2"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.web = self._spawn("web", ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatbot.asgi:application"])
+        self.worker = self.start_worker()
+        self._wait_until_up()
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(LOGS / f"{name}-{self.port}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        self.worker = self._spawn("worker", ["manage.py", "inference_worker", "--consumer", f"e2e-{self.port}"])
+        return self.worker
+
+    def kill_worker(self) -> None:
+        self.worker.send_signal(signal.SIGKILL)
+        self.worker.wait(10)
+
+    def worker_online(self) -> bool:
+        import json
+
+        with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:
+            return bool(json.load(response)["worker_online"])
+
+    def wait_for_worker(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.worker_online():
+            if self.worker.poll() is not None:
+                raise RuntimeError(f"the inference worker exited; see {LOGS}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the inference worker did not come up")
+            time.sleep(0.2)
+
+    def _wait_until_up(self) -> None:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(self.url + "/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        self.wait_for_worker()
+
+    def stop(self) -> None:
+        for process in (self.worker, self.web):
+            if process.poll() is None:
+                process.terminate()
+        for process in (self.worker, self.web):
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture(scope="session")
+def live_system(django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveSystem]:
+    system = LiveSystem()
+    yield system
+    system.stop()
