@@ -1,6 +1,7 @@
-"""The customer's chat socket at /ws/chat/. Thin: validate a frame, call a service, forward events.
+"""The sockets: the customer's chat at /ws/chat/ and the agents' at /ws/agent/.
 
-The frames are documented in docs/protocol.md.
+Thin: validate a frame, call a service, publish events. The frames are documented in
+docs/protocol.md. A customer's socket forwards only what ``events.for_customer`` lets through.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from . import dispatch, events, selectors, services
-from .models import Conversation, Customer
-from .services import ChatError
+from . import dispatch, events, roles, selectors, services
+from .models import Conversation, Customer, Feedback, Message
+from .services import ChatError, Transition
 
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
 
@@ -52,7 +54,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_json({"type": "error", "code": error.code, "detail": error.detail})
 
     async def conversation_event(self, event: dict[str, Any]) -> None:
-        await self.send_json(event["payload"])
+        frame = events.for_customer(event["payload"])
+        if frame is not None:
+            await self.send_json(frame)
 
     async def send_json(self, payload: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(payload))
@@ -65,10 +69,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_json(events.message_event(selectors.message_payload(result.customer_message)))
             return
         await events.publish(self.conversation.id, events.message_event(selectors.message_payload(result.customer_message)))
+        await announce_to_agents(self.conversation, alert=result.handoff)
+        if result.handoff:
+            await events.publish(self.conversation.id, await status_frame(self.conversation))
         if result.bot_message is not None:
             await events.publish(self.conversation.id, events.message_event(selectors.message_payload(result.bot_message)))
             if not await database_sync_to_async(dispatch.worker_online)():
-                await self.send_json(WORKER_OFFLINE_NOTICE)
+                await events.publish(self.conversation.id, WORKER_OFFLINE_NOTICE)
 
     async def on_stop(self, frame: dict[str, Any]) -> None:
         message = await database_sync_to_async(self._stop)()
@@ -84,11 +91,39 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_discard(events.group_name(self.conversation.id), self.channel_name)
         await self._watch(conversation)
 
+    async def on_handoff(self, frame: dict[str, Any]) -> None:
+        transition = await database_sync_to_async(services.handoff_request)(conversation=self.conversation)
+        await announce(transition, alert=True)
+
+    async def on_feedback(self, frame: dict[str, Any]) -> None:
+        message, feedback = await database_sync_to_async(self._feedback)(frame)
+        await self.send_json(
+            {"type": "feedback", "message_id": message.id, "feedback": selectors.feedback_payload(feedback) if feedback else None}
+        )
+        await events.publish_agents(
+            events.review_event(
+                str(self.conversation.id),
+                {"message_id": message.id, "customer_feedback": selectors.feedback_payload(feedback) if feedback else None},
+            )
+        )
+
+    async def on_satisfaction(self, frame: dict[str, Any]) -> None:
+        conversation = await database_sync_to_async(services.satisfaction_set)(
+            conversation=self.conversation, score=frame.get("score")
+        )
+        await self.send_json({"type": "satisfaction", "score": conversation.satisfaction})
+        await events.publish_agents(
+            events.review_event(str(conversation.id), {"satisfaction": conversation.satisfaction})
+        )
+
     HANDLERS = {
         "message": on_message,
         "stop": on_stop,
         "retry": on_retry,
         "new_conversation": on_new_conversation,
+        "handoff": on_handoff,
+        "feedback": on_feedback,
+        "satisfaction": on_satisfaction,
     }
 
     async def _watch(self, conversation: Conversation) -> None:
@@ -113,6 +148,145 @@ class ChatConsumer(AsyncWebsocketConsumer):
         reply = selectors.reply_in_flight(self.conversation)
         return services.reply_stop(message=reply) if reply else None
 
+    def _feedback(self, frame: dict[str, Any]) -> tuple[Message, Feedback | None]:
+        message = message_in(self.conversation, frame.get("message_id"))
+        feedback = services.feedback_set(
+            message=message,
+            source=Feedback.Source.CUSTOMER,
+            positive=frame.get("positive"),
+            reason=frame.get("reason", ""),
+            comment=frame.get("comment", ""),
+        )
+        return message, feedback
+
+
+class AgentConsumer(AsyncWebsocketConsumer):
+    """An agent's socket: the live inbox, and the conversation the agent has open (``watch``)."""
+
+    watching: str | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not await database_sync_to_async(roles.is_agent)(user):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.user = user
+        await self.accept()
+        await events.agents_join(self.channel_name)
+        await self.send_json({"type": "hello", "agent": roles.display_name(user)})
+
+    async def disconnect(self, code: int) -> None:
+        await events.agents_leave(self.channel_name)
+        if self.watching:
+            await events.conversation_leave(self.watching, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            frame = parse_frame(text_data, bytes_data)
+            handler = self.HANDLERS.get(frame["type"])
+            if handler is None:
+                raise ChatError("unknown_type", f"Unknown frame type {frame['type']!r}.")
+            conversation = await database_sync_to_async(selectors.conversation_for_agent)(frame.get("conversation_id"))
+            if conversation is None:
+                raise ChatError("not_found", "No such conversation.")
+            await handler(self, conversation, frame)
+        except ChatError as error:
+            await self.send_json({"type": "error", "code": error.code, "detail": error.detail})
+
+    async def conversation_event(self, event: dict[str, Any]) -> None:
+        if self.watching:
+            await self.send_json({**event["payload"], "conversation_id": self.watching})
+
+    async def agents_event(self, event: dict[str, Any]) -> None:
+        await self.send_json(event["payload"])
+
+    async def send_json(self, payload: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(payload))
+
+    async def on_watch(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        """Follow one conversation live; the history comes after joining, so nothing falls between."""
+        if self.watching:
+            await events.conversation_leave(self.watching, self.channel_name)
+        self.watching = str(conversation.id)
+        await events.conversation_join(conversation.id, self.channel_name)
+        history = await database_sync_to_async(history_frame)(conversation)
+        await self.send_json({**history, "conversation_id": self.watching})
+
+    async def on_takeover(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        transition = await database_sync_to_async(services.conversation_takeover)(
+            conversation=conversation, agent=self.user
+        )
+        await announce(transition)
+
+    async def on_hand_back(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        transition = await database_sync_to_async(services.conversation_hand_back)(
+            conversation=conversation, agent=self.user
+        )
+        await announce(transition)
+
+    async def on_close(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        transition = await database_sync_to_async(services.conversation_close)(conversation=conversation, agent=self.user)
+        await announce(transition)
+
+    async def on_message(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        result = await database_sync_to_async(services.agent_message_send)(
+            conversation=conversation, agent=self.user, text=frame.get("text"), client_id=frame.get("client_id")
+        )
+        payload = events.message_event(await database_sync_to_async(selectors.message_payload)(result.customer_message))
+        if not result.created:
+            await self.send_json({**payload, "conversation_id": str(conversation.id)})
+            return
+        await events.publish(conversation.id, payload)
+        await announce_to_agents(conversation)
+
+    HANDLERS = {
+        "watch": on_watch,
+        "takeover": on_takeover,
+        "hand_back": on_hand_back,
+        "close": on_close,
+        "message": on_message,
+    }
+
+
+async def announce(transition: Transition, *, alert: bool = False) -> None:
+    """Tell everyone a conversation changed hands: its group (customer and watching agents) and the inbox."""
+    conversation, stopped = transition.conversation, transition.stopped
+    if stopped is not None and stopped.status == Message.Status.CANCELLED:
+        await events.publish(conversation.id, events.done_event(stopped.id, stopped.text, stopped.status))
+    await events.publish(conversation.id, await status_frame(conversation))
+    await announce_to_agents(conversation, alert=alert and conversation.status == Conversation.Status.WAITING)
+
+
+async def status_frame(conversation: Conversation) -> dict[str, Any]:
+    @database_sync_to_async
+    def payload() -> dict[str, Any]:
+        conversation.refresh_from_db()
+        return selectors.conversation_payload(conversation)
+
+    return events.status_event(await payload())
+
+
+async def announce_to_agents(conversation: Conversation, *, alert: bool = False) -> None:
+    item = await database_sync_to_async(_fresh_inbox_item)(conversation)
+    await events.publish_agents(events.inbox_event(item, alert=alert))
+
+
+def _fresh_inbox_item(conversation: Conversation) -> dict[str, Any]:
+    fresh = Conversation.objects.select_related("customer", "agent").get(id=conversation.id)
+    return selectors.inbox_item(fresh)
+
+
+def message_in(conversation: Conversation, message_id: Any) -> Message:
+    if isinstance(message_id, bool) or not isinstance(message_id, int):
+        raise ChatError("not_found", "message_id must be the id of a reply in this conversation.")
+    message = conversation.messages.filter(id=message_id).first()
+    if message is None:
+        raise ChatError("not_found", "No such reply in this conversation.")
+    return message
+
 
 WORKER_OFFLINE_NOTICE = {
     "type": "notice",
@@ -127,6 +301,7 @@ def history_frame(conversation: Conversation) -> dict[str, Any]:
         "type": "history",
         "conversation": selectors.conversation_payload(conversation),
         "messages": selectors.conversation_history(conversation),
+        "feedback": selectors.customer_feedback(conversation),
         "worker_online": dispatch.worker_online(),
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,8 +11,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import dispatch, selectors
-from .models import Conversation, Customer, Message
+from . import dispatch, roles, selectors
+from .models import Conversation, Correction, Customer, Feedback, Message
 
 
 class ChatError(Exception):
@@ -28,6 +29,7 @@ class SendResult:
     customer_message: Message
     bot_message: Message | None
     created: bool  # False when the client_id had been seen before
+    handoff: bool = False  # True when the text asked for a person (settings.HANDOFF_PHRASES)
 
 
 def customer_from_session(session: Any) -> Customer:
@@ -91,7 +93,8 @@ def message_send(*, conversation: Conversation, text: Any, client_id: Any = None
     """Store what the customer typed and, when the bot holds the conversation, a pending reply.
 
     Both rows commit together before the worker hears of the reply, so nothing typed is lost
-    whatever fails later. A resend with a known ``client_id`` returns the stored message.
+    whatever fails later. A resend with a known ``client_id`` returns the stored message. Text
+    that asks for a person (``HANDOFF_PHRASES``) moves the conversation to waiting instead.
     """
     text = validate_text(text)
     client_id = validate_client_id(client_id)
@@ -103,20 +106,38 @@ def message_send(*, conversation: Conversation, text: Any, client_id: Any = None
     if conversation.status == Conversation.Status.CLOSED:
         raise ChatError("conversation_closed", "This conversation is closed; start a new one.")
     _check_rate_limit(conversation.customer)
-    if conversation.status == Conversation.Status.BOT and selectors.reply_in_flight(conversation):
+    handoff = conversation.status == Conversation.Status.BOT and wants_person(text)
+    if conversation.status == Conversation.Status.BOT and not handoff and selectors.reply_in_flight(conversation):
         raise ChatError("reply_in_progress", "Please wait for the answer, or press Stop, before sending again.")
     try:
         with transaction.atomic():
+            # The row lock orders this against a takeover: the bot never gets a reply queued
+            # after an agent has taken the conversation.
+            locked = Conversation.objects.select_for_update().get(id=conversation.id)
             customer_message = Message.objects.create(
                 conversation=conversation, role=Message.Role.CUSTOMER, text=text, client_id=client_id
             )
             bot_message = None
-            if conversation.status == Conversation.Status.BOT:
-                bot_message = _reply_create(conversation)
-            conversation.save(update_fields=["updated_at"])
+            if handoff:
+                _stop_reply_in_flight(locked)
+                locked.status = Conversation.Status.WAITING
+            elif locked.status == Conversation.Status.BOT:
+                bot_message = _reply_create(locked)
+            locked.save(update_fields=["status", "updated_at"])
+            conversation.status = locked.status
     except IntegrityError:  # the same client_id raced in from a second socket
         return SendResult(conversation.messages.get(client_id=client_id), None, created=False)
-    return SendResult(customer_message, bot_message, created=True)
+    return SendResult(customer_message, bot_message, created=True, handoff=handoff)
+
+
+def wants_person(text: str) -> bool:
+    """Whether the text contains one of ``HANDOFF_PHRASES`` as whole words, ignoring case."""
+    said = f" {_words(text)} "
+    return any(f" {phrase} " in said for phrase in map(_words, settings.HANDOFF_PHRASES) if phrase)
+
+
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
 
 
 def _reply_create(conversation: Conversation) -> Message:
@@ -158,6 +179,206 @@ def reply_retry(*, conversation: Conversation) -> Message:
     return _reply_create(conversation)
 
 
+# Handoff between the bot and people. Each transition locks the conversation row, so a
+# customer's message and a takeover never interleave (see message_send).
+
+
+@dataclass(frozen=True)
+class Transition:
+    conversation: Conversation
+    stopped: Message | None  # the bot reply this transition cancelled, if one was in flight
+
+
+def _locked(conversation: Conversation) -> Conversation:
+    return Conversation.objects.select_for_update(of=("self",)).select_related("agent").get(id=conversation.id)
+
+
+def _stop_reply_in_flight(conversation: Conversation) -> Message | None:
+    reply = selectors.reply_in_flight(conversation)
+    return reply_stop(message=reply) if reply is not None else None
+
+
+def _move(conversation: Conversation, status: str, agent: Any) -> Transition:
+    stopped = _stop_reply_in_flight(conversation) if status != Conversation.Status.BOT else None
+    conversation.status = status
+    conversation.agent = agent
+    conversation.save(update_fields=["status", "agent", "updated_at"])
+    return Transition(conversation, stopped)
+
+
+def _check_open(conversation: Conversation) -> None:
+    if conversation.status == Conversation.Status.CLOSED:
+        raise ChatError("conversation_closed", "This conversation is closed.")
+
+
+@transaction.atomic
+def handoff_request(*, conversation: Conversation) -> Transition:
+    """The customer asks for a person: the bot stops and the conversation waits for an agent."""
+    conversation = _locked(conversation)
+    _check_open(conversation)
+    if conversation.status != Conversation.Status.BOT:
+        return Transition(conversation, None)  # already waiting, or with an agent
+    return _move(conversation, Conversation.Status.WAITING, None)
+
+
+@transaction.atomic
+def conversation_takeover(*, conversation: Conversation, agent: Any) -> Transition:
+    """An agent joins: the bot stops (a reply in flight is cancelled) and stays silent."""
+    conversation = _locked(conversation)
+    _check_open(conversation)
+    if conversation.status == Conversation.Status.AGENT and conversation.agent_id not in (None, agent.id):
+        raise ChatError("held_by_another_agent", f"{roles.display_name(conversation.agent)} holds this conversation.")
+    return _move(conversation, Conversation.Status.AGENT, agent)
+
+
+@transaction.atomic
+def conversation_hand_back(*, conversation: Conversation, agent: Any) -> Transition:
+    """The agent gives the conversation back to the bot, which answers the next message."""
+    conversation = _locked(conversation)
+    _check_holder(conversation, agent)
+    return _move(conversation, Conversation.Status.BOT, None)
+
+
+@transaction.atomic
+def conversation_close(*, conversation: Conversation, agent: Any) -> Transition:
+    conversation = _locked(conversation)
+    _check_open(conversation)
+    if conversation.status == Conversation.Status.AGENT:
+        _check_holder(conversation, agent)
+    return _move(conversation, Conversation.Status.CLOSED, conversation.agent)
+
+
+def _check_holder(conversation: Conversation, agent: Any) -> None:
+    _check_open(conversation)
+    if conversation.status != Conversation.Status.AGENT:
+        raise ChatError("not_with_agent", "No agent holds this conversation; take it over first.")
+    if conversation.agent_id != agent.id and not agent.is_staff:
+        raise ChatError("held_by_another_agent", f"{roles.display_name(conversation.agent)} holds this conversation.")
+
+
+def agent_message_send(*, conversation: Conversation, agent: Any, text: Any, client_id: Any = None) -> SendResult:
+    """What the agent holding the conversation writes to the customer."""
+    text = validate_text(text)
+    client_id = validate_client_id(client_id)
+    with transaction.atomic():
+        locked = _locked(conversation)
+        if client_id is not None:
+            seen = locked.messages.filter(client_id=client_id).first()
+            if seen is not None:
+                return SendResult(seen, None, created=False)
+        _check_holder(locked, agent)
+        message = Message.objects.create(
+            conversation=locked, role=Message.Role.AGENT, text=text, client_id=client_id, author=agent
+        )
+        locked.save(update_fields=["updated_at"])
+    return SendResult(message, None, created=True)
+
+
+# Feedback, corrections and review: what teaches the bot.
+
+MAX_COMMENT_CHARS = 1000
+MAX_TAGS = 20
+MAX_TAG_CHARS = 40
+
+
+def feedback_set(
+    *, message: Message, source: str, positive: Any, reason: Any = "", comment: Any = "", author: Any = None
+) -> Feedback | None:
+    """Rate a bot reply, replacing the earlier rating from the same source; ``positive=None`` clears it."""
+    if message.role != Message.Role.BOT or message.status in Message.ACTIVE_STATUSES:
+        raise ChatError("not_rateable", "Only a finished bot reply can be rated.")
+    if positive is None:
+        Feedback.objects.filter(message=message, source=source).delete()
+        return None
+    if not isinstance(positive, bool):
+        raise ChatError("invalid_feedback", '"positive" must be true, false or null.')
+    reason = reason or ""
+    if reason and reason not in Feedback.Reason.values:
+        raise ChatError("invalid_reason", f"reason must be one of {', '.join(Feedback.Reason.values)}.")
+    if not isinstance(comment, str) or len(comment) > MAX_COMMENT_CHARS:
+        raise ChatError("invalid_comment", f"comment must be text of at most {MAX_COMMENT_CHARS} characters.")
+    feedback, _ = Feedback.objects.update_or_create(
+        message=message,
+        source=source,
+        defaults={
+            "positive": positive,
+            "reason": "" if positive else reason,
+            "comment": comment.strip(),
+            "author": author,
+        },
+    )
+    return feedback
+
+
+def correction_set(*, message: Message, text: Any, author: Any) -> Correction | None:
+    """The reply the bot should have given; empty text removes the correction."""
+    if message.role != Message.Role.BOT:
+        raise ChatError("not_correctable", "Only a bot reply can be corrected.")
+    if not isinstance(text, str):
+        raise ChatError("empty_text", "A correction needs some text.")
+    if not text.strip():
+        Correction.objects.filter(message=message).delete()
+        return None
+    if len(text) > settings.CHAT_MAX_MESSAGE_CHARS * 4:
+        raise ChatError("text_too_long", "This correction is too long.")
+    correction, _ = Correction.objects.update_or_create(
+        message=message, defaults={"text": text.strip(), "author": author}
+    )
+    return correction
+
+
+def tags_parse(raw: Any) -> list[str]:
+    """Tags from a list or a comma-separated string: trimmed, without duplicates, in order."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(t, str) for t in items):
+        raise ChatError("invalid_tags", "tags must be a list of strings or a comma-separated string.")
+    tags = list(dict.fromkeys(t.strip() for t in items if t.strip()))
+    if len(tags) > MAX_TAGS or any(len(t) > MAX_TAG_CHARS for t in tags):
+        raise ChatError("invalid_tags", f"At most {MAX_TAGS} tags of at most {MAX_TAG_CHARS} characters each.")
+    return tags
+
+
+def conversation_review(
+    *,
+    conversation: Conversation,
+    tags: Any = None,
+    note: Any = None,
+    reviewed: bool | None = None,
+    exclude_from_training: bool | None = None,
+) -> Conversation:
+    """Update the agent-only review fields given; the others keep their values."""
+    fields = []
+    if tags is not None:
+        conversation.tags = tags_parse(tags)
+        fields.append("tags")
+    if note is not None:
+        if not isinstance(note, str):
+            raise ChatError("invalid_note", "note must be text.")
+        conversation.note = note.strip()
+        fields.append("note")
+    if reviewed is not None:
+        conversation.reviewed = bool(reviewed)
+        fields.append("reviewed")
+    if exclude_from_training is not None:
+        conversation.exclude_from_training = bool(exclude_from_training)
+        fields.append("exclude_from_training")
+    if fields:
+        conversation.save(update_fields=[*fields, "updated_at"])
+    return conversation
+
+
+def satisfaction_set(*, conversation: Conversation, score: Any) -> Conversation:
+    """The customer's 1-5 rating of a closed conversation; a second click replaces the first."""
+    conversation.refresh_from_db(fields=["status"])
+    if conversation.status != Conversation.Status.CLOSED:
+        raise ChatError("not_closed", "Satisfaction is asked once the conversation is closed.")
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+        raise ChatError("invalid_score", "score must be a whole number from 1 to 5.")
+    conversation.satisfaction = score
+    conversation.save(update_fields=["satisfaction", "updated_at"])
+    return conversation
+
+
 # The inference worker's writes: claiming a reply, saving its progress, finishing it.
 
 
@@ -170,6 +391,11 @@ def reply_claim(*, message_id: int) -> Message | None:
     with transaction.atomic():
         message = Message.objects.select_for_update().filter(id=message_id, role=Message.Role.BOT).first()
         if message is None or message.status not in Message.ACTIVE_STATUSES:
+            return None
+        if message.conversation.status != Conversation.Status.BOT:  # a person holds it now
+            message.status = Message.Status.CANCELLED
+            message.finished_at = timezone.now()
+            message.save(update_fields=["status", "finished_at"])
             return None
         message.status = Message.Status.STREAMING
         message.text = ""

@@ -4,11 +4,13 @@
 
   const $ = (id) => document.getElementById(id);
   const list = $("messages"), input = $("input"), sendButton = $("send"), stopButton = $("stop");
-  const badge = $("connection"), notice = $("notice");
+  const badge = $("connection"), notice = $("notice"), talkStatus = $("talk-status"), csat = $("csat");
+  const REASONS = JSON.parse($("feedback-reasons").textContent);
   const OUTBOX_KEY = "chat.outbox";
   const ROLE_NAMES = { customer: "You", bot: "Assistant", agent: "Agent", system: "" };
 
   let socket = null, retryDelay = 500, conversation = null;
+  const ratings = new Map(); // message id -> {positive, reason, comment}: the customer's own feedback
   const bubbles = new Map(); // message id or "c:" + client_id -> {li, data}
   // What the customer typed that the server has not confirmed yet: kept across reloads.
   let outbox = JSON.parse(sessionStorage.getItem(OUTBOX_KEY) || "[]");
@@ -39,6 +41,9 @@
       conversation = frame.conversation;
       list.replaceChildren();
       bubbles.clear();
+      ratings.clear();
+      Object.entries(frame.feedback || {}).forEach(([id, f]) => ratings.set(Number(id), f));
+      showStatus();
       frame.messages.forEach(render);
       outbox.forEach(showUnsent);
       setNotice(frame.worker_online ? "" : "The assistant is starting up; messages will be answered as soon as it is ready.");
@@ -80,7 +85,39 @@
       if (frame.code === "rate_limited" || frame.code === "reply_in_progress") restoreUnsent();
     },
     notice(frame) { setNotice(frame.detail); },
+    status(frame) {
+      if (conversation && frame.conversation.id !== conversation.id) return;
+      conversation = frame.conversation;
+      showStatus();
+      updateControls();
+    },
+    feedback(frame) {
+      if (frame.feedback) ratings.set(frame.message_id, frame.feedback); else ratings.delete(frame.message_id);
+      const bubble = bubbles.get(frame.message_id);
+      if (bubble) paint(bubble);
+    },
+    satisfaction(frame) {
+      conversation.satisfaction = frame.score;
+      showStatus();
+    },
   };
+
+  // Who the customer is talking to, in words; and the satisfaction question once it is closed.
+  function showStatus() {
+    const state = conversation.status;
+    const words = {
+      bot: "You are talking to our automated assistant.",
+      waiting: "You asked for a person. Please wait: an agent will join shortly. The assistant will not answer meanwhile.",
+      agent: `You are talking to ${conversation.agent || "an agent"} (a person).`,
+      closed: "This conversation is closed.",
+    };
+    talkStatus.textContent = words[state] || "";
+    talkStatus.className = `talk-status ${state}`;
+    $("handoff").hidden = state !== "bot";
+    csat.hidden = state !== "closed";
+    csat.querySelectorAll("button").forEach((b) => b.setAttribute("aria-pressed", String(Number(b.dataset.score) === conversation.satisfaction)));
+    $("csat-thanks").textContent = conversation.satisfaction ? "Thank you!" : "";
+  }
 
   function handle(frame) { (handlers[frame.type] || (() => {}))(frame); }
 
@@ -110,7 +147,37 @@
       meta.textContent = `Could not answer${data.error ? ": " + data.error : ""}.`;
       meta.append(button("Retry", () => send({ type: "retry" })));
     }
+    if (data.role === "agent" && data.author) li.querySelector(".who").textContent = `${data.author} (agent)`;
+    if (data.role === "bot" && (data.status === "complete" || data.status === "cancelled")) meta.append(ratingControls(data.id));
     li.scrollIntoView({ block: "end" });
+  }
+
+  // Thumbs up or down on a bot reply; a second click on the same thumb takes the rating back.
+  function ratingControls(messageId) {
+    const rating = ratings.get(messageId);
+    const box = document.createElement("span");
+    box.className = "rating";
+    const rate = (positive, reason = "", comment = "") => send({ type: "feedback", message_id: messageId, positive, reason, comment });
+    const up = button("👍", () => rate(rating && rating.positive ? null : true));
+    const down = button("👎", () => rate(rating && !rating.positive ? null : false));
+    up.setAttribute("aria-label", "Helpful");
+    down.setAttribute("aria-label", "Not helpful");
+    up.setAttribute("aria-pressed", String(!!rating && rating.positive));
+    down.setAttribute("aria-pressed", String(!!rating && !rating.positive));
+    box.append(up, down);
+    if (rating && !rating.positive) {
+      const reason = document.createElement("select");
+      reason.setAttribute("aria-label", "What was wrong?");
+      reason.append(new Option("Why? (optional)", ""), ...REASONS.map((r) => new Option(r, r)));
+      reason.value = rating.reason || "";
+      const comment = document.createElement("input");
+      comment.placeholder = "Tell us more (optional)";
+      comment.maxLength = 1000;
+      comment.value = rating.comment || "";
+      const save = button("Send", () => rate(false, reason.value, comment.value));
+      box.append(reason, comment, save);
+    }
+    return box;
   }
 
   function showUnsent(item) {
@@ -141,14 +208,16 @@
   }
 
   function updateControls() {
-    const busy = replyInFlight();
+    const busy = replyInFlight() && (!conversation || conversation.status === "bot");
+    const closed = !!conversation && conversation.status === "closed";
     stopButton.hidden = !busy;
     sendButton.hidden = busy;
+    sendButton.disabled = input.disabled = closed;
   }
 
   function submit() {
     const text = input.value.trim();
-    if (!text || replyInFlight()) return;
+    if (!text || (replyInFlight() && conversation && conversation.status === "bot")) return;
     const item = { client_id: newClientId(), text };
     outbox.push(item);
     saveOutbox();
@@ -164,6 +233,8 @@
   });
   stopButton.addEventListener("click", () => send({ type: "stop" }));
   $("new-conversation").addEventListener("click", () => send({ type: "new_conversation" }));
+  $("handoff").addEventListener("click", () => send({ type: "handoff" }));
+  csat.querySelectorAll("button").forEach((b) => b.addEventListener("click", () => send({ type: "satisfaction", score: Number(b.dataset.score) })));
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && replyInFlight()) send({ type: "stop" });
     if (event.altKey && event.key.toLowerCase() === "n") send({ type: "new_conversation" });

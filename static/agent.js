@@ -1,0 +1,328 @@
+// The agent workspace: one websocket for the live inbox and the open transcript; every text set as text.
+(() => {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const page = $("transcript-page"), inboxPage = $("inbox"), badge = $("agent-connection"), alertBox = $("alert");
+  const conversationId = page ? page.dataset.conversation : null;
+  const me = page ? page.dataset.me : null;
+  const STATUS_LABELS = { bot: "With the bot", waiting: "Waiting for an agent", agent: "With an agent", closed: "Closed" };
+  let socket = null, retryDelay = 500, status = page ? page.dataset.status : null, holder = page ? page.dataset.holder : "";
+
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    socket = new WebSocket(`${scheme}://${location.host}/ws/agent/`);
+    socket.onopen = () => {
+      retryDelay = 500;
+      setBadge("Live", "online");
+      if (conversationId) send({ type: "watch", conversation_id: conversationId });
+    };
+    socket.onmessage = (event) => handle(JSON.parse(event.data));
+    socket.onclose = (event) => {
+      setBadge("Reconnecting…", "offline");
+      if (event.code === 4401 || event.code === 4403) { showAlert("Your session has ended: sign in again."); return; }
+      setTimeout(connect, retryDelay);
+      retryDelay = Math.min(retryDelay * 2, 10000);
+    };
+  }
+
+  function send(frame) {
+    if (socket && socket.readyState === WebSocket.OPEN) { socket.send(JSON.stringify(frame)); return true; }
+    showAlert("Not connected; try again in a moment.");
+    return false;
+  }
+
+  const forThisConversation = (frame) => conversationId && frame.conversation_id === conversationId;
+
+  const handlers = {
+    hello() {},
+    inbox(frame) {
+      if (inboxPage) upsertRow(frame.conversation);
+      if (frame.alert && frame.conversation.status === "waiting") alertWaiting(frame.conversation);
+    },
+    history(frame) {
+      if (!forThisConversation(frame)) return;
+      frame.messages.forEach(renderMessage);
+      setStatus(frame.conversation);
+    },
+    message(frame) { if (forThisConversation(frame)) renderMessage(frame.message); },
+    delta(frame) {
+      if (!forThisConversation(frame)) return;
+      const li = messageItem(frame.message_id);
+      if (!li) return;
+      const body = li.querySelector(".body");
+      if (frame.offset <= body.textContent.length) body.textContent = body.textContent.slice(0, frame.offset) + frame.text;
+      setClass(li, "streaming");
+    },
+    done(frame) {
+      if (!forThisConversation(frame)) return;
+      const li = messageItem(frame.message_id);
+      if (!li) return;
+      li.querySelector(".body").textContent = frame.text;
+      li.querySelector(".meta").textContent = frame.status + (frame.error ? ": " + frame.error : "");
+      setClass(li, frame.status);
+    },
+    status(frame) { if (forThisConversation(frame)) setStatus(frame.conversation); },
+    review(frame) { if (forThisConversation(frame)) applyReview(frame); },
+    notice() {},
+    error(frame) { showAlert(frame.detail); },
+  };
+
+  function handle(frame) { (handlers[frame.type] || (() => {}))(frame); }
+
+  // The inbox.
+
+  function upsertRow(item) {
+    const rows = $("rows");
+    let row = rows.querySelector(`tr[data-id="${CSS.escape(item.id)}"]`);
+    if (!row) {
+      // New rows only join the first, unfiltered page: anywhere else they might not belong.
+      if (inboxPage.dataset.page !== "1" || location.search.replace(/[?&]page=1\b/, "").length > 1) return;
+      row = $("row-template").content.firstElementChild.cloneNode(true);
+      row.dataset.id = item.id;
+      row.querySelector("input").value = item.id;
+      const link = row.querySelector("a.customer");
+      link.href = `/agent/conversations/${encodeURIComponent(item.id)}/`;
+      link.textContent = item.customer;
+      const time = row.querySelector("time");
+      time.dateTime = item.created_at;
+      time.textContent = item.created_at.slice(0, 16).replace("T", " ");
+      const empty = rows.querySelector("tr.empty");
+      if (empty) empty.remove();
+      rows.prepend(row);
+    }
+    row.className = `status-${item.status} fresh`;
+    row.querySelector(".status").textContent = item.status_label;
+    row.querySelector(".last").textContent = item.last_text;
+    row.querySelector(".agent").textContent = item.agent;
+    const count = row.querySelector(".count");
+    if (count) count.textContent = "";
+  }
+
+  function alertWaiting(item) {
+    alertBox.replaceChildren();
+    const text = document.createElement("span");
+    text.textContent = `${item.customer} is waiting for an agent. `;
+    const link = document.createElement("a");
+    link.href = `/agent/conversations/${encodeURIComponent(item.id)}/`;
+    link.textContent = "Open the conversation";
+    const dismiss = document.createElement("button");
+    dismiss.type = "button";
+    dismiss.textContent = "Dismiss";
+    dismiss.onclick = () => { alertBox.hidden = true; };
+    alertBox.append(text, link, dismiss);
+    alertBox.hidden = false;
+    alertBox.classList.add("waiting");
+    if (soundOn()) beep();
+  }
+
+  const sound = $("sound");
+  const soundOn = () => localStorage.getItem("agent.sound") === "1";
+  if (sound) {
+    sound.checked = soundOn();
+    sound.addEventListener("change", () => localStorage.setItem("agent.sound", sound.checked ? "1" : "0"));
+  }
+
+  function beep() {
+    try {
+      const context = new (window.AudioContext || window.webkitAudioContext)();
+      const tone = context.createOscillator();
+      tone.frequency.value = 880;
+      tone.connect(context.destination);
+      tone.start();
+      tone.stop(context.currentTime + 0.2);
+    } catch (error) { /* no audio: the visible alert is enough */ }
+  }
+
+  // The transcript.
+
+  const list = $("transcript");
+  const messageItem = (id) => (list ? list.querySelector(`li[data-id="${CSS.escape(String(id))}"]`) : null);
+
+  function renderMessage(message) {
+    if (!list || message.role === "system") return;
+    let li = messageItem(message.id);
+    if (!li) {
+      li = $("message-template").content.firstElementChild.cloneNode(true);
+      li.dataset.id = message.id;
+      li.dataset.role = message.role;
+      li.querySelector(".who").textContent = message.role === "agent" ? `Agent ${message.author}` : capitalize(message.role);
+      const time = li.querySelector("time");
+      time.dateTime = message.created_at;
+      time.textContent = new Date(message.created_at).toTimeString().slice(0, 8);
+      li.querySelector("form.rate").action = `/agent/messages/${message.id}/feedback`;
+      li.querySelector("form.correct").action = `/agent/messages/${message.id}/correction`;
+      li.querySelector(".rating-row").hidden = message.role !== "bot";
+      wireMessage(li);
+      list.append(li);
+    }
+    li.querySelector(".body").textContent = message.text;
+    if (message.role === "bot") li.querySelector(".meta").textContent = [message.status, message.model].filter(Boolean).join(" · ");
+    setClass(li, message.status);
+    li.classList.add(message.role);
+    li.scrollIntoView({ block: "nearest" });
+  }
+
+  function setClass(li, messageStatus) {
+    li.classList.remove("pending", "streaming", "complete", "cancelled", "failed");
+    li.classList.add(messageStatus);
+  }
+
+  const capitalize = (word) => word.charAt(0).toUpperCase() + word.slice(1);
+
+  function setStatus(conversation) {
+    status = conversation.status;
+    holder = conversation.status === "agent" ? conversation.agent : "";
+    $("status").textContent = STATUS_LABELS[status] + (holder ? ` · ${holder}` : "");
+    $("status").dataset.status = status;
+    if (conversation.satisfaction) $("satisfaction").textContent = conversation.satisfaction;
+    updateControls();
+  }
+
+  function updateControls() {
+    if (!page) return;
+    const open = status !== "closed", mine = status === "agent";
+    $("takeover").disabled = !open || status === "agent";
+    $("hand-back").disabled = status !== "agent";
+    $("close").disabled = !open;
+    $("agent-input").disabled = !mine;
+    $("agent-send").disabled = !mine;
+  }
+
+  function applyReview(frame) {
+    if ("note" in frame) $("note").value = frame.note;
+    if ("tags" in frame) $("tags").value = frame.tags.join(", ");
+    if ("reviewed" in frame) $("reviewed").checked = frame.reviewed;
+    if ("exclude_from_training" in frame) $("exclude").checked = frame.exclude_from_training;
+    if ("satisfaction" in frame && frame.satisfaction) $("satisfaction").textContent = frame.satisfaction;
+    const li = frame.message_id ? messageItem(frame.message_id) : null;
+    if (!li) return;
+    if ("agent_feedback" in frame) markRating(li, frame.agent_feedback);
+    if ("correction" in frame) li.querySelector("form.correct textarea").value = frame.correction;
+    if ("customer_feedback" in frame) {
+      const f = frame.customer_feedback;
+      li.querySelector(".customer-feedback").textContent = f ? `Customer: ${f.positive ? "👍" : "👎 " + f.reason}${f.comment ? " “" + f.comment + "”" : ""}` : "";
+    }
+  }
+
+  function markRating(li, feedback) {
+    li.querySelector("button.good").classList.toggle("chosen", !!feedback && feedback.positive);
+    li.querySelector("button.bad").classList.toggle("chosen", !!feedback && !feedback.positive);
+    if (feedback) li.querySelector("select[name=reason]").value = feedback.reason;
+  }
+
+  async function post(url, data) {
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
+      body: data,
+      credentials: "same-origin",
+    });
+    const answer = await response.json().catch(() => ({ ok: false, detail: `Error ${response.status}` }));
+    if (!answer.ok) showAlert(answer.detail || "That did not work.");
+    return answer;
+  }
+
+  function rate(li, positive) {
+    const form = li.querySelector("form.rate");
+    const data = new FormData(form);
+    data.set("positive", positive ? "1" : "0");
+    if (positive) data.set("reason", "");
+    return post(form.action, data).then((answer) => { if (answer.ok) markRating(li, answer.agent_feedback); });
+  }
+
+  function wireMessage(li) {
+    const rateForm = li.querySelector("form.rate");
+    rateForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      rate(li, event.submitter ? event.submitter.value === "1" : true);
+    });
+    rateForm.querySelector("select").addEventListener("change", () => {
+      if (li.querySelector("button.bad").classList.contains("chosen")) rate(li, false);
+    });
+    const correctForm = li.querySelector("form.correct");
+    correctForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      post(correctForm.action, new FormData(correctForm)).then((answer) => {
+        if (answer.ok) correctForm.querySelector(".saved").textContent = answer.correction ? "Saved." : "Removed.";
+      });
+    });
+  }
+
+  function saveReview() {
+    const form = $("review-form");
+    return post(form.action, new FormData(form)).then((answer) => {
+      if (answer.ok) $("review-saved").textContent = "Saved.";
+    });
+  }
+
+  // Keyboard: j/k move between bot replies, g/b rate, c edits the correction, r toggles reviewed.
+  let current = -1;
+  const replies = () => [...list.querySelectorAll("li[data-role=bot]")];
+
+  function move(step) {
+    const all = replies();
+    if (!all.length) return;
+    current = Math.max(0, Math.min(all.length - 1, current + step));
+    all.forEach((li, i) => li.classList.toggle("current", i === current));
+    all[current].focus();
+    all[current].scrollIntoView({ block: "nearest" });
+  }
+
+  function onKey(event) {
+    const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(event.target.tagName);
+    if (typing) {
+      if (event.key === "Escape") event.target.blur();
+      return;
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const li = replies()[current];
+    const actions = {
+      j: () => move(1),
+      k: () => move(-1),
+      g: () => li && rate(li, true),
+      b: () => li && (rate(li, false), li.querySelector("select[name=reason]").focus()),
+      c: () => li && li.querySelector("form.correct textarea").focus(),
+      r: () => { $("reviewed").checked = !$("reviewed").checked; saveReview(); },
+    };
+    const action = actions[event.key];
+    if (action) { event.preventDefault(); action(); }
+  }
+
+  if (page) {
+    list.querySelectorAll("li.msg").forEach(wireMessage);
+    $("review-form").addEventListener("submit", (event) => { event.preventDefault(); saveReview(); });
+    $("reviewed").addEventListener("change", saveReview);
+    $("exclude").addEventListener("change", saveReview);
+    $("takeover").addEventListener("click", () => send({ type: "takeover", conversation_id: conversationId }));
+    $("hand-back").addEventListener("click", () => send({ type: "hand_back", conversation_id: conversationId }));
+    $("close").addEventListener("click", () => send({ type: "close", conversation_id: conversationId }));
+    const input = $("agent-input");
+    const submit = () => {
+      const text = input.value.trim();
+      if (!text) return;
+      const clientId = crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random();
+      if (send({ type: "message", conversation_id: conversationId, text, client_id: clientId })) input.value = "";
+    };
+    $("agent-composer").addEventListener("submit", (event) => { event.preventDefault(); submit(); });
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); submit(); }
+    });
+    document.addEventListener("keydown", onKey);
+    updateControls();
+  }
+
+  function setBadge(text, cls) { if (badge) { badge.textContent = text; badge.className = `badge ${cls}`; } }
+  function showAlert(text) {
+    alertBox.classList.remove("waiting");
+    alertBox.textContent = text;
+    alertBox.hidden = !text;
+  }
+
+  connect();
+})();
