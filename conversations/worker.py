@@ -70,6 +70,14 @@ class Prepared:
     reply: Reply
     request: GenerationRequest
     adapter_path: str = ""
+    told_busy: bool = False
+
+
+BUSY_NOTICE = {
+    "type": "notice",
+    "code": "busy",
+    "detail": "Many customers are chatting right now: your answer will start in a moment.",
+}
 
 
 def sampling_from_settings() -> SamplingParams:
@@ -212,8 +220,16 @@ class InferenceWorker:
             try:
                 self.engine.submit(prepared.request)
             except QueueFull:
+                self._tell_busy()
                 return
             self.waiting.popleft()
+
+    def _tell_busy(self) -> None:
+        """Customers whose reply cannot start yet hear why, once each; they start in arrival order."""
+        for prepared in self.waiting:
+            if not prepared.told_busy:
+                prepared.told_busy = True
+                asyncio.get_running_loop().create_task(events.publish(prepared.reply.conversation_id, BUSY_NOTICE))
 
     async def _fail_unprepared(self, entry_id: str, message_id: int) -> None:
         message = await sync_to_async(services.reply_finish)(

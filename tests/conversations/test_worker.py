@@ -195,3 +195,30 @@ async def test_an_unknown_adapter_fails_only_that_reply(customer: Any, start_wor
     done = (await receive_until(socket, "done"))[-1]
     assert done["status"] == "failed" and "v-broken" in done["error"]
     await socket.disconnect()
+
+
+async def test_when_the_engine_queue_is_full_customers_hear_it_and_are_answered_in_order(
+    customer: Any, second_customer: Any, start_worker: Any
+) -> None:
+    from conversations.models import Customer
+
+    third_customer = await database_sync_to_async(Customer.objects.create)(display_name="Carol")
+    start_worker(FakeEngine(default_reply=LONG_REPLY[:150], step_delay_s=0.04, max_running=1, max_queue=1))
+    alice, bob, carol = [await open_chat(c) for c in (customer, second_customer, third_customer)]
+    await alice.send_json_to({"type": "message", "text": "first"})
+    await receive_until(alice, "delta")
+    await bob.send_json_to({"type": "message", "text": "second"})  # waits in the engine's queue
+    while (await bob.receive_json_from(timeout=5)).get("message", {}).get("status") != "streaming":
+        pass
+    await carol.send_json_to({"type": "message", "text": "third"})  # the queue is full
+    carol_frames = await receive_until(carol, "done", timeout=30)
+    assert any(f["type"] == "notice" and f["code"] == "busy" for f in carol_frames)
+    assert carol_frames[-1]["status"] == "complete"
+    bob_frames = await receive_until(bob, "done", timeout=20)
+    assert not any(f["type"] == "notice" and f["code"] == "busy" for f in bob_frames)
+    finished = await database_sync_to_async(list)(
+        Message.objects.filter(role="bot").order_by("finished_at").values_list("conversation__customer__display_name", flat=True)
+    )
+    assert finished == ["Alice", "Bob", "Carol"]
+    for socket in (alice, bob, carol):
+        await socket.disconnect()
