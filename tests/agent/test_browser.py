@@ -1,0 +1,231 @@
+"""Customer and agent in real headless Chromium, against daphne and the fake inference worker.
+
+Two browser contexts: the customer asks for a person, the agent sees the alert, takes over and
+replies, the customer sees it live, the agent hands back and the bot answers again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from conversations.models import Conversation, Correction, Feedback, Message
+
+ROOT = Path(__file__).resolve().parents[2]
+LOGS = ROOT / "var" / "test-logs"
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+PAYLOAD = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def database_url() -> str:
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class FakeSystem:
+    """daphne and ``inference_worker --fake`` as processes, on the test database and Redis prefix."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX,
+            "CHANNEL_PREFIX": settings.REDIS_KEY_PREFIX,
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "CHAT_RATE_LIMIT_MESSAGES": "1000",
+            "PYTHONUNBUFFERED": "1",
+        }
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.processes = [
+            self._spawn(env, "agent-web", ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatbot.asgi:application"]),
+            self._spawn(env, "agent-worker", ["manage.py", "inference_worker", "--fake", "--consumer", f"agent-{self.port}"]),
+        ]
+        self._wait_until_up()
+
+    def _spawn(self, env: dict[str, str], name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(LOGS / f"{name}-{self.port}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def _wait_until_up(self) -> None:
+        import json
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.processes):
+                raise RuntimeError(f"a process exited early; see {LOGS}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
+                    if json.load(response)["worker_online"]:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"daphne or the fake worker did not come up; see {LOGS}")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls here are synchronous.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def fake_system(browser: Any, django_db_setup: Any, django_db_blocker: Any) -> Iterator[FakeSystem]:
+    system = FakeSystem()
+    yield system
+    system.stop()
+
+
+def signed_in_context(browser: Any, system: FakeSystem, user: Any) -> Any:
+    client = Client()
+    client.force_login(user)
+    context = browser.new_context()
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": system.url}])
+    return context
+
+
+def test_a_customer_asks_for_a_person_and_an_agent_takes_over_live(
+    fake_system: FakeSystem, browser: Any, agent_user: Any
+) -> None:
+    dialogs: list[str] = []
+    agent = signed_in_context(browser, fake_system, agent_user).new_page()
+    agent.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    agent.goto(fake_system.url + "/agent/")
+    agent.wait_for_selector("#agent-connection.online")
+
+    customer = browser.new_context().new_page()
+    customer.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    customer.goto(fake_system.url + "/")
+    customer.wait_for_selector("#connection.online")
+    assert "automated assistant" in customer.text_content("#talk-status")
+
+    # The bot answers; the new conversation appears in the agent's inbox without a reload.
+    customer.fill("#input", PAYLOAD)
+    customer.keyboard.press("Enter")
+    customer.wait_for_selector("li.msg.bot.complete")
+    agent.wait_for_function("(text) => document.querySelector('#rows td.last')?.textContent === text", arg=PAYLOAD)
+    assert agent.locator("#rows img, #rows script").count() == 0
+
+    # The customer rates the reply, changes their mind and says why.
+    customer.click("li.msg.bot button[aria-label=Helpful]")
+    customer.wait_for_selector("li.msg.bot button[aria-label=Helpful][aria-pressed=true]")
+    customer.click("li.msg.bot button[aria-label='Not helpful']")
+    customer.select_option("li.msg.bot .rating select", "unhelpful")
+    customer.click("li.msg.bot .rating button:text('Send')")
+    customer.wait_for_selector("li.msg.bot .rating select")
+    wait_for(lambda: Feedback.objects.filter(source="customer", positive=False, reason="unhelpful").exists())
+
+    # The customer asks for a person: the agent sees the alert, opens the conversation, takes over.
+    customer.click("#handoff")
+    customer.wait_for_function("() => document.querySelector('#talk-status').textContent.includes('asked for a person')")
+    agent.wait_for_selector("#alert.waiting:not([hidden])")
+    assert "is waiting for an agent" in agent.text_content("#alert")
+    assert agent.text_content("#rows tr.status-waiting .status") == "Waiting for an agent"
+    agent.click("#alert a")
+    agent.wait_for_selector("#agent-connection.online")
+    agent.wait_for_selector("li.msg.bot.complete")
+    assert agent.locator("li.msg.customer .body").first.text_content() == PAYLOAD
+    assert agent.locator("li.msg img, li.msg script").count() == 0
+    agent.click("#takeover")
+    agent.wait_for_function("() => document.querySelector('#status').textContent.includes('With an agent')")
+    customer.wait_for_function("() => document.querySelector('#talk-status').textContent.includes('Dana (a person)')")
+
+    # The agent's words reach the customer live, under the agent's name; the bot stays silent.
+    agent.fill("#agent-input", "Hi, I am Dana. <b>How</b> can I help?")
+    agent.keyboard.press("Enter")
+    customer.wait_for_selector("li.msg.agent")
+    assert customer.text_content("li.msg.agent .body") == "Hi, I am Dana. <b>How</b> can I help?"
+    assert customer.text_content("li.msg.agent .who") == "Dana (agent)"
+    customer.fill("#input", "My parcel is late")
+    customer.keyboard.press("Enter")
+    agent.wait_for_function(
+        "() => [...document.querySelectorAll('li.msg.customer .body')].some(b => b.textContent === 'My parcel is late')"
+    )
+    time.sleep(0.5)
+    assert customer.locator("li.msg.bot").count() == 1
+
+    # Review by keyboard: next reply, bad, a reason; then write the correction.
+    agent.locator("body").click(position={"x": 5, "y": 5})
+    agent.keyboard.press("j")
+    agent.keyboard.press("b")
+    agent.wait_for_selector("li.msg.bot button.bad.chosen")
+    agent.keyboard.press("Escape")
+    agent.keyboard.press("c")
+    agent.keyboard.type("It should have asked for the order number.")
+    agent.click("li.msg.bot form.correct button")
+    agent.wait_for_function("() => document.querySelector('li.msg.bot form.correct .saved').textContent === 'Saved.'")
+    assert Feedback.objects.get(source="agent").positive is False
+    assert Correction.objects.get().text == "It should have asked for the order number."
+
+    # The agent hands back: the customer is told, and the bot answers the next message.
+    agent.click("#hand-back")
+    customer.wait_for_function("() => document.querySelector('#talk-status').textContent.includes('automated')")
+    customer.fill("#input", "Thanks, and one more question")
+    customer.keyboard.press("Enter")
+    customer.wait_for_function("() => document.querySelectorAll('li.msg.bot.complete').length === 2")
+    agent.wait_for_function("() => document.querySelectorAll('li.msg.bot.complete').length === 2")
+
+    # Closing asks the customer for a one-click rating.
+    agent.click("#close")
+    customer.wait_for_selector("#csat:not([hidden])")
+    customer.click("#csat button[data-score='4']")
+    customer.wait_for_function("() => document.querySelector('#csat-thanks').textContent === 'Thank you!'")
+    conversation = Conversation.objects.get()
+    assert (conversation.status, conversation.satisfaction) == ("closed", 4)
+    assert list(conversation.messages.values_list("role", flat=True)) == ["customer", "bot", "agent", "customer", "customer", "bot"]
+    assert Message.objects.get(role="agent").author == agent_user
+    assert dialogs == []
+
+
+def wait_for(condition: Any, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition never held")
+        time.sleep(0.05)
