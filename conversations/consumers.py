@@ -68,12 +68,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not result.created:  # a resend: echo the stored message to this socket only
             await self.send_json(events.message_event(selectors.message_payload(result.customer_message)))
             return
-        await events.publish(self.conversation.id, events.message_event(selectors.message_payload(result.customer_message)))
+        await events.publish(
+            self.conversation.id, events.message_event(selectors.message_payload(result.customer_message))
+        )
         await announce_to_agents(self.conversation, alert=result.handoff)
         if result.handoff:
             await events.publish(self.conversation.id, await status_frame(self.conversation))
         if result.bot_message is not None:
-            await events.publish(self.conversation.id, events.message_event(selectors.message_payload(result.bot_message)))
+            await events.publish(
+                self.conversation.id, events.message_event(selectors.message_payload(result.bot_message))
+            )
             if not await database_sync_to_async(dispatch.worker_online)():
                 await events.publish(self.conversation.id, WORKER_OFFLINE_NOTICE)
 
@@ -98,12 +102,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_feedback(self, frame: dict[str, Any]) -> None:
         message, feedback = await database_sync_to_async(self._feedback)(frame)
         await self.send_json(
-            {"type": "feedback", "message_id": message.id, "feedback": selectors.feedback_payload(feedback) if feedback else None}
+            {
+                "type": "feedback",
+                "message_id": message.id,
+                "feedback": selectors.feedback_payload(feedback) if feedback else None,
+            }
         )
         await events.publish_agents(
             events.review_event(
                 str(self.conversation.id),
-                {"message_id": message.id, "customer_feedback": selectors.feedback_payload(feedback) if feedback else None},
+                {
+                    "message_id": message.id,
+                    "customer_feedback": selectors.feedback_payload(feedback) if feedback else None,
+                },
             )
         )
 
@@ -228,7 +239,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await announce(transition)
 
     async def on_close(self, conversation: Conversation, frame: dict[str, Any]) -> None:
-        transition = await database_sync_to_async(services.conversation_close)(conversation=conversation, agent=self.user)
+        transition = await database_sync_to_async(services.conversation_close)(
+            conversation=conversation, agent=self.user
+        )
         await announce(transition)
 
     async def on_message(self, conversation: Conversation, frame: dict[str, Any]) -> None:
@@ -291,7 +304,9 @@ def message_in(conversation: Conversation, message_id: Any) -> Message:
 WORKER_OFFLINE_NOTICE = {
     "type": "notice",
     "code": "worker_offline",
-    "detail": "The assistant is not running right now. Your message is saved and will be answered as soon as it is back.",
+    "detail": (
+        "The assistant is not running right now. Your message is saved and will be answered as soon as it is back."
+    ),
 }
 
 

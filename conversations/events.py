@@ -28,8 +28,18 @@ CUSTOMER_FRAMES: dict[str, set[str]] = {
     "notice": {"type", "code", "detail"},
 }
 CUSTOMER_MESSAGE_KEYS = {
-    "id", "role", "text", "status", "client_id", "created_at", "first_token_at", "finished_at",
-    "token_count", "model", "error", "author",
+    "id",
+    "role",
+    "text",
+    "status",
+    "client_id",
+    "created_at",
+    "first_token_at",
+    "finished_at",
+    "token_count",
+    "model",
+    "error",
+    "author",
 }
 CUSTOMER_CONVERSATION_KEYS = {"id", "status", "created_at", "agent", "satisfaction"}
 

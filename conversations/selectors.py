@@ -175,7 +175,9 @@ def messages_matching(query: str) -> QuerySet[Message]:
 
 def inbox_item(conversation: Conversation) -> dict[str, Any]:
     """A conversation as the agent inbox lists it (agent sockets only)."""
-    last = conversation.messages.exclude(role=Message.Role.SYSTEM).exclude(text="").order_by("-created_at", "-id").first()
+    last = (
+        conversation.messages.exclude(role=Message.Role.SYSTEM).exclude(text="").order_by("-created_at", "-id").first()
+    )
     return {
         "id": str(conversation.id),
         "status": conversation.status,

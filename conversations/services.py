@@ -171,9 +171,14 @@ def reply_retry(*, conversation: Conversation) -> Message:
     if conversation.status != Conversation.Status.BOT:
         raise ChatError("not_with_bot", "The bot is not answering in this conversation.")
     last = conversation.messages.exclude(role=Message.Role.SYSTEM).order_by("-created_at", "-id").first()
-    if last is None or last.role != Message.Role.BOT or last.status not in (
-        Message.Status.FAILED,
-        Message.Status.CANCELLED,
+    if (
+        last is None
+        or last.role != Message.Role.BOT
+        or last.status
+        not in (
+            Message.Status.FAILED,
+            Message.Status.CANCELLED,
+        )
     ):
         raise ChatError("nothing_to_retry", "Only a failed or stopped last reply can be retried.")
     return _reply_create(conversation)

@@ -55,7 +55,9 @@ def conversation_record(conversation: Conversation) -> dict[str, Any]:
         "tags": list(conversation.tags),
         "note": conversation.note,
         "satisfaction": conversation.satisfaction,
-        "messages": [_message_record(m) for m in sorted(conversation.messages.all(), key=lambda m: (m.created_at, m.id))],
+        "messages": [
+            _message_record(m) for m in sorted(conversation.messages.all(), key=lambda m: (m.created_at, m.id))
+        ],
     }
 
 
@@ -213,7 +215,9 @@ def validate_record(record: dict[str, Any]) -> dict[str, Any]:
         conversation_id = uuid.UUID(str(record.get("id")))
     except ValueError:
         raise RecordError("id must be a UUID") from None
-    _check(not Conversation.objects.filter(id=conversation_id).exists(), f"conversation {conversation_id} already exists")
+    _check(
+        not Conversation.objects.filter(id=conversation_id).exists(), f"conversation {conversation_id} already exists"
+    )
     customer = record.get("customer") or {}
     _check(isinstance(customer, dict), "customer must be an object")
     try:
@@ -337,7 +341,9 @@ def _create(record: dict[str, Any]) -> Conversation:
     )
     # auto_now_add ignores a given time: historical times are written after the insert.
     Conversation.objects.filter(id=conversation.id).update(created_at=record["created_at"])
-    versions = {v.name: v for v in ModelVersion.objects.filter(name__in={m["model_version"] for m in record["messages"]})}
+    versions = {
+        v.name: v for v in ModelVersion.objects.filter(name__in={m["model_version"] for m in record["messages"]})
+    }
     for item in record["messages"]:
         message = Message.objects.create(
             conversation=conversation,

@@ -78,7 +78,9 @@ def test_create_agent_prompts_for_the_password_twice(monkeypatch: pytest.MonkeyP
     assert User.objects.get(username="sam").check_password("correct-horse-battery")
 
 
-def test_create_agent_refuses_mismatched_weak_or_taken(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, agent_user: User) -> None:
+def test_create_agent_refuses_mismatched_weak_or_taken(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, agent_user: User
+) -> None:
     answers = iter(["correct-horse-battery", "different-horse-battery"])
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
     with pytest.raises(CommandError, match="differ"):

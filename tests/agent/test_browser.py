@@ -63,8 +63,12 @@ class FakeSystem:
         }
         LOGS.mkdir(parents=True, exist_ok=True)
         self.processes = [
-            self._spawn(env, "agent-web", ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatbot.asgi:application"]),
-            self._spawn(env, "agent-worker", ["manage.py", "inference_worker", "--fake", "--consumer", f"agent-{self.port}"]),
+            self._spawn(
+                env, "agent-web", ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatbot.asgi:application"]
+            ),
+            self._spawn(
+                env, "agent-worker", ["manage.py", "inference_worker", "--fake", "--consumer", f"agent-{self.port}"]
+            ),
         ]
         self._wait_until_up()
 
@@ -163,7 +167,9 @@ def test_a_customer_asks_for_a_person_and_an_agent_takes_over_live(
 
     # The customer asks for a person: the agent sees the alert, opens the conversation, takes over.
     customer.click("#handoff")
-    customer.wait_for_function("() => document.querySelector('#talk-status').textContent.includes('asked for a person')")
+    customer.wait_for_function(
+        "() => document.querySelector('#talk-status').textContent.includes('asked for a person')"
+    )
     agent.wait_for_selector("#alert.waiting:not([hidden])")
     assert "is waiting for an agent" in agent.text_content("#alert")
     assert agent.text_content("#rows tr.status-waiting .status") == "Waiting for an agent"
@@ -218,7 +224,14 @@ def test_a_customer_asks_for_a_person_and_an_agent_takes_over_live(
     customer.wait_for_function("() => document.querySelector('#csat-thanks').textContent === 'Thank you!'")
     conversation = Conversation.objects.get()
     assert (conversation.status, conversation.satisfaction) == ("closed", 4)
-    assert list(conversation.messages.values_list("role", flat=True)) == ["customer", "bot", "agent", "customer", "customer", "bot"]
+    assert list(conversation.messages.values_list("role", flat=True)) == [
+        "customer",
+        "bot",
+        "agent",
+        "customer",
+        "customer",
+        "bot",
+    ]
     assert Message.objects.get(role="agent").author == agent_user
     assert dialogs == []
 

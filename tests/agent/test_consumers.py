@@ -41,7 +41,9 @@ async def test_an_agent_takes_over_and_the_customer_hears_them_live(customer: An
     assert frames[-1]["conversation"]["status"] == "agent"
     assert frames[-1]["conversation"]["agent"] == "Dana"
 
-    await agent.send_json_to({"type": "message", "conversation_id": conversation_id, "text": "Dana here. How can I help?"})
+    await agent.send_json_to(
+        {"type": "message", "conversation_id": conversation_id, "text": "Dana here. How can I help?"}
+    )
     said = (await receive_until(chat, "message"))[-1]["message"]
     assert (said["role"], said["author"], said["text"]) == ("agent", "Dana", "Dana here. How can I help?")
 
@@ -105,10 +107,18 @@ async def test_the_customer_rates_a_reply_and_changes_their_mind(customer: Any, 
     chat, _ = await open_chat(customer)
     await chat.send_json_to({"type": "feedback", "message_id": reply.id, "positive": True})
     assert (await chat.receive_json_from())["feedback"]["positive"] is True
-    await chat.send_json_to({"type": "feedback", "message_id": reply.id, "positive": False, "reason": "wrong", "comment": "No"})
+    await chat.send_json_to(
+        {"type": "feedback", "message_id": reply.id, "positive": False, "reason": "wrong", "comment": "No"}
+    )
     answer = await chat.receive_json_from()
-    assert answer == {"type": "feedback", "message_id": reply.id, "feedback": {"positive": False, "reason": "wrong", "comment": "No"}}
-    review = (await receive_until(agent, lambda f: f["type"] == "review" and not f["customer_feedback"]["positive"]))[-1]
+    assert answer == {
+        "type": "feedback",
+        "message_id": reply.id,
+        "feedback": {"positive": False, "reason": "wrong", "comment": "No"},
+    }
+    review = (await receive_until(agent, lambda f: f["type"] == "review" and not f["customer_feedback"]["positive"]))[
+        -1
+    ]
     assert review["conversation_id"] == str(conversation.id)
     stored = await database_sync_to_async(Feedback.objects.get)(message=reply)
     assert (stored.source, stored.positive, stored.reason) == ("customer", False, "wrong")
@@ -161,8 +171,18 @@ async def test_agent_only_data_never_reaches_the_customer_socket(customer: Any, 
         json_headers = {"HTTP_ACCEPT": "application/json"}
         base = f"/agent/conversations/{conversation.id}/review"
         assert client.post(base, {"note": "SECRET-NOTE", "tags": "SECRET-TAG"}, **json_headers).status_code == 200
-        assert client.post(f"/agent/messages/{reply.id}/feedback", {"positive": "0", "reason": "rude"}, **json_headers).status_code == 200
-        assert client.post(f"/agent/messages/{reply.id}/correction", {"text": "SECRET-CORRECTION"}, **json_headers).status_code == 200
+        assert (
+            client.post(
+                f"/agent/messages/{reply.id}/feedback", {"positive": "0", "reason": "rude"}, **json_headers
+            ).status_code
+            == 200
+        )
+        assert (
+            client.post(
+                f"/agent/messages/{reply.id}/correction", {"text": "SECRET-CORRECTION"}, **json_headers
+            ).status_code
+            == 200
+        )
 
     await review_as_agent()
     reviews = await receive_until(agent, lambda f: f["type"] == "review" and "correction" in f)
@@ -171,7 +191,10 @@ async def test_agent_only_data_never_reaches_the_customer_socket(customer: Any, 
     await events.publish(conversation.id, {"type": "review", "note": "SECRET-NOTE"})
     await events.publish(conversation.id, events.message_event({"id": 1, "role": "system", "text": "SECRET-SYSTEM"}))
     await events.publish(
-        conversation.id, events.status_event({"id": str(conversation.id), "status": "bot", "note": "SECRET-NOTE", "tags": ["SECRET-TAG"]})
+        conversation.id,
+        events.status_event(
+            {"id": str(conversation.id), "status": "bot", "note": "SECRET-NOTE", "tags": ["SECRET-TAG"]}
+        ),
     )
     leaked = await receive_until(chat, "status")
     assert "SECRET" not in repr(leaked)

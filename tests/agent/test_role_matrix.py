@@ -65,7 +65,9 @@ def test_each_route_admits_only_its_roles(
 ) -> None:
     url = url.format(conversation=world["conversation"].id, reply=world["reply"].id)
     data = {"positive": "0", "reason": "rude", "text": "fixed", "note": "n", "tags": "t"}
-    response = getattr(client_for(persona, world), method)(url, data if method == "post" else None, HTTP_ACCEPT="application/json")
+    response = getattr(client_for(persona, world), method)(
+        url, data if method == "post" else None, HTTP_ACCEPT="application/json"
+    )
     assert response.status_code == expected[persona]
     if expected[persona] == 302 and url.startswith("/agent/"):
         assert response["Location"].startswith("/accounts/login/?next=")
@@ -89,8 +91,22 @@ async def connect(persona: str, path: str, users: dict[str, Any], customers: dic
     return connected, code, first
 
 
-CHAT_EXPECTED = {"anonymous": 4401, "customer_a": "own", "customer_b": "own", "plain_user": 4401, "agent": 4401, "admin": 4401}
-AGENT_EXPECTED = {"anonymous": 4401, "customer_a": 4401, "customer_b": 4401, "plain_user": 4403, "agent": "hello", "admin": "hello"}
+CHAT_EXPECTED = {
+    "anonymous": 4401,
+    "customer_a": "own",
+    "customer_b": "own",
+    "plain_user": 4401,
+    "agent": 4401,
+    "admin": 4401,
+}
+AGENT_EXPECTED = {
+    "anonymous": 4401,
+    "customer_a": 4401,
+    "customer_b": 4401,
+    "plain_user": 4403,
+    "agent": "hello",
+    "admin": "hello",
+}
 
 
 @pytest.mark.django_db(transaction=True)

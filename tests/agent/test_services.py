@@ -111,9 +111,13 @@ def test_only_the_holder_writes_to_the_customer(conversation: Conversation, agen
     services.conversation_takeover(conversation=conversation, agent=agent_user)
     with pytest.raises(ChatError):
         services.agent_message_send(conversation=conversation, agent=second_agent, text="Hi")
-    sent = services.agent_message_send(conversation=conversation, agent=agent_user, text="Hi, Dana here", client_id="a1")
+    sent = services.agent_message_send(
+        conversation=conversation, agent=agent_user, text="Hi, Dana here", client_id="a1"
+    )
     assert sent.customer_message.role == "agent" and sent.customer_message.author == agent_user
-    again = services.agent_message_send(conversation=conversation, agent=agent_user, text="Hi, Dana here", client_id="a1")
+    again = services.agent_message_send(
+        conversation=conversation, agent=agent_user, text="Hi, Dana here", client_id="a1"
+    )
     assert not again.created and again.customer_message.id == sent.customer_message.id
 
 

@@ -30,8 +30,17 @@ def test_it_shows_every_message_with_role_time_latency_model_and_feedback(
     )
     Feedback.objects.create(message=reply, source="customer", positive=False, reason="wrong", comment="It did not")
     page = agent_client.get(f"/agent/conversations/{conversation.id}/").content.decode()
-    for expected in ("Where is my order?", "It ships tomorrow.", "first token 0.4 s", "total 1.5 s", "tuned-7",
-                     "smollm2+tuned-7", "👎 wrong", "It did not", question.created_at.strftime("%H:%M:%S")):
+    for expected in (
+        "Where is my order?",
+        "It ships tomorrow.",
+        "first token 0.4 s",
+        "total 1.5 s",
+        "tuned-7",
+        "smollm2+tuned-7",
+        "👎 wrong",
+        "It did not",
+        question.created_at.strftime("%H:%M:%S"),
+    ):
         assert expected in page
 
 
@@ -67,16 +76,29 @@ def test_a_plain_form_post_redirects_back_to_the_transcript(agent_client: Client
 def test_the_review_fields_are_saved(agent_client: Client, conversation: Conversation) -> None:
     url = f"/agent/conversations/{conversation.id}/review"
     answer = agent_client.post(
-        url, {"tags": "billing, late", "note": "Customer was upset", "reviewed": ["0", "1"], "exclude_from_training": ["0", "1"]}, **JSON
+        url,
+        {
+            "tags": "billing, late",
+            "note": "Customer was upset",
+            "reviewed": ["0", "1"],
+            "exclude_from_training": ["0", "1"],
+        },
+        **JSON,
     ).json()
     assert answer["tags"] == ["billing", "late"] and answer["reviewed"] and answer["exclude_from_training"]
     agent_client.post(url, {"reviewed": "0"}, **JSON)
     conversation.refresh_from_db()
-    assert conversation.note == "Customer was upset" and not conversation.reviewed and conversation.exclude_from_training
+    assert (
+        conversation.note == "Customer was upset" and not conversation.reviewed and conversation.exclude_from_training
+    )
 
 
 def test_bad_review_input_is_refused_with_a_reason(agent_client: Client, conversation: Conversation) -> None:
-    response = agent_client.post(f"/agent/conversations/{conversation.id}/review", {"tags": ",".join(["t"] * 5 + [f"x{i}" for i in range(30)])}, **JSON)
+    response = agent_client.post(
+        f"/agent/conversations/{conversation.id}/review",
+        {"tags": ",".join(["t"] * 5 + [f"x{i}" for i in range(30)])},
+        **JSON,
+    )
     assert response.status_code == 400 and response.json()["code"] == "invalid_tags"
 
 
@@ -90,8 +112,11 @@ def test_review_actions_need_csrf(agent_user: Any, answered: Conversation) -> No
     client = Client(enforce_csrf_checks=True)
     client.force_login(agent_user)
     reply = answered.messages.get(role="bot")
-    for url in (f"/agent/messages/{reply.id}/feedback", f"/agent/messages/{reply.id}/correction",
-                f"/agent/conversations/{answered.id}/review"):
+    for url in (
+        f"/agent/messages/{reply.id}/feedback",
+        f"/agent/messages/{reply.id}/correction",
+        f"/agent/conversations/{answered.id}/review",
+    ):
         assert client.post(url, {"positive": "1", "text": "x", "note": "x"}).status_code == 403
 
 

@@ -34,24 +34,37 @@ def rich(conversation: Conversation, agent_user: Any) -> Conversation:
     """A conversation using every field the format carries."""
     version = ModelVersion.objects.create(name="tuned-1", base_model="base")
     question, reply, human = add_messages(
-        conversation, ("customer", "Hi, =SUM(A1) ünïcode 🙂"), ("bot", "Hello!\nHow can I help?"), ("agent", "Dana here.")
+        conversation,
+        ("customer", "Hi, =SUM(A1) ünïcode 🙂"),
+        ("bot", "Hello!\nHow can I help?"),
+        ("agent", "Dana here."),
     )
     Message.objects.filter(id=reply.id).update(
-        model_version=version, model_name="base+tuned-1", token_count=5,
-        first_token_at=reply.created_at + timedelta(seconds=0.2), finished_at=reply.created_at + timedelta(seconds=1),
+        model_version=version,
+        model_name="base+tuned-1",
+        token_count=5,
+        first_token_at=reply.created_at + timedelta(seconds=0.2),
+        finished_at=reply.created_at + timedelta(seconds=1),
     )
     Message.objects.filter(id=human.id).update(author=agent_user)
     Feedback.objects.create(message=reply, source="customer", positive=False, reason="unhelpful", comment="meh")
     Feedback.objects.create(message=reply, source="agent", positive=False, reason="wrong", author=agent_user)
     Correction.objects.create(message=reply, text="Hello! What is your order number?", author=agent_user)
     Conversation.objects.filter(id=conversation.id).update(
-        tags=["greeting", "order"], note="Follow up", reviewed=True, exclude_from_training=True,
-        status="closed", agent=agent_user, satisfaction=4,
+        tags=["greeting", "order"],
+        note="Follow up",
+        reviewed=True,
+        exclude_from_training=True,
+        status="closed",
+        agent=agent_user,
+        satisfaction=4,
     )
     return conversation
 
 
-def test_the_jsonl_export_holds_messages_feedback_corrections_and_tags(agent_client: Client, rich: Conversation) -> None:
+def test_the_jsonl_export_holds_messages_feedback_corrections_and_tags(
+    agent_client: Client, rich: Conversation
+) -> None:
     (line,) = export(agent_client, "jsonl").splitlines()
     record = json.loads(line)
     assert record["id"] == str(rich.id) and record["tags"] == ["greeting", "order"] and record["agent"] == "dana"
@@ -62,7 +75,9 @@ def test_the_jsonl_export_holds_messages_feedback_corrections_and_tags(agent_cli
     assert record["messages"][2]["author"] == "dana"
 
 
-def test_export_takes_the_selection_or_else_the_filters(agent_client: Client, rich: Conversation, second_customer: Customer) -> None:
+def test_export_takes_the_selection_or_else_the_filters(
+    agent_client: Client, rich: Conversation, second_customer: Customer
+) -> None:
     other = Conversation.objects.create(customer=second_customer)
     add_messages(other, ("customer", "my parcel is late"))
     assert len(export(agent_client, "jsonl", f"id={other.id}").splitlines()) == 1
@@ -81,9 +96,9 @@ def test_the_csv_export_has_a_row_per_message_and_defuses_formulas(agent_client:
 
 
 def test_a_cell_starting_with_a_formula_sign_is_quoted(agent_client: Client, conversation: Conversation) -> None:
-    add_messages(conversation, ("customer", "=HYPERLINK(\"http://evil\")"))
+    add_messages(conversation, ("customer", '=HYPERLINK("http://evil")'))
     (row,) = csv.DictReader(io.StringIO(export(agent_client, "csv")))
-    assert row["text"] == "'=HYPERLINK(\"http://evil\")"
+    assert row["text"] == '\'=HYPERLINK("http://evil")'
 
 
 def test_export_then_import_into_an_empty_database_gives_the_same_data(
@@ -111,8 +126,12 @@ def good_record(**overrides: Any) -> dict[str, Any]:
         "created_at": "2025-01-02T03:04:05+00:00",
         "messages": [
             {"role": "customer", "text": "Hi", "created_at": "2025-01-02T03:04:05+00:00"},
-            {"role": "bot", "text": "Hello", "created_at": "2025-01-02T03:04:06+00:00",
-             "feedback": [{"source": "customer", "positive": True}]},
+            {
+                "role": "bot",
+                "text": "Hello",
+                "created_at": "2025-01-02T03:04:06+00:00",
+                "feedback": [{"source": "customer", "positive": True}],
+            },
         ],
     }
     record.update(overrides)
@@ -135,7 +154,13 @@ def test_import_reports_bad_lines_by_number_and_keeps_the_good_ones(tmp_path: Pa
     with pytest.raises(CommandError):
         call_command("import_conversations", str(path))
     errors = capsys.readouterr().err
-    for number, problem in [(2, "not JSON"), (3, "status"), (4, "feedback[0].positive"), (5, "messages"), (6, "created_at")]:
+    for number, problem in [
+        (2, "not JSON"),
+        (3, "status"),
+        (4, "feedback[0].positive"),
+        (5, "messages"),
+        (6, "created_at"),
+    ]:
         assert f"in.jsonl:{number}: " in errors and problem in errors
     assert "in.jsonl:1:" not in errors and "in.jsonl:7:" not in errors
     assert Conversation.objects.count() == 2

@@ -25,7 +25,9 @@ class Command(BaseCommand):
         parser.add_argument("--email", default="")
         parser.add_argument("--first-name", default="", help="The name customers see when this agent talks to them.")
 
-    def handle(self, *args: Any, username: str, password_file: Path | None, email: str, first_name: str, **options: Any) -> None:
+    def handle(
+        self, *args: Any, username: str, password_file: Path | None, email: str, first_name: str, **options: Any
+    ) -> None:
         User = get_user_model()
         if User.objects.filter(username=username).exists():
             raise CommandError(f"A user named {username!r} already exists.")
