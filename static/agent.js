@@ -121,22 +121,33 @@
     if (soundOn()) beep();
   }
 
+  // Browsers only let a page play sound after a click on it: the audio context is made on one.
   const sound = $("sound");
   const soundOn = () => localStorage.getItem("agent.sound") === "1";
+  let audio = null;
+  const unlockAudio = () => {
+    if (audio || !soundOn()) return;
+    try { audio = new (window.AudioContext || window.webkitAudioContext)(); } catch (error) { audio = null; }
+  };
+  document.addEventListener("click", unlockAudio);
+  document.addEventListener("keydown", unlockAudio);
   if (sound) {
     sound.checked = soundOn();
-    sound.addEventListener("change", () => localStorage.setItem("agent.sound", sound.checked ? "1" : "0"));
+    sound.addEventListener("change", () => {
+      localStorage.setItem("agent.sound", sound.checked ? "1" : "0");
+      unlockAudio();
+      if (sound.checked) beep();
+    });
   }
 
   function beep() {
-    try {
-      const context = new (window.AudioContext || window.webkitAudioContext)();
-      const tone = context.createOscillator();
-      tone.frequency.value = 880;
-      tone.connect(context.destination);
-      tone.start();
-      tone.stop(context.currentTime + 0.2);
-    } catch (error) { /* no audio: the visible alert is enough */ }
+    if (!audio) return; // no click on the page yet: the visible alert has to do
+    audio.resume();
+    const tone = audio.createOscillator();
+    tone.frequency.value = 880;
+    tone.connect(audio.destination);
+    tone.start();
+    tone.stop(audio.currentTime + 0.2);
   }
 
   // The transcript.
@@ -186,7 +197,7 @@
 
   function updateControls() {
     if (!page) return;
-    const open = status !== "closed", mine = status === "agent";
+    const open = status !== "closed", mine = status === "agent" && holder === me;
     $("takeover").disabled = !open || status === "agent";
     $("hand-back").disabled = status !== "agent";
     $("close").disabled = !open;

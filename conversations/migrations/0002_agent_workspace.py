@@ -13,7 +13,9 @@ def create_search_index(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(
             f"CREATE INDEX IF NOT EXISTS {INDEX} ON conversations_message "
-            "USING gin (to_tsvector('english'::regconfig, text))"
+            # The expression Django's SearchVector("text", config="english") generates, so the
+            # inbox search (selectors.messages_matching) can use the index.
+            "USING gin (to_tsvector('english'::regconfig, COALESCE(text, '')))"
         )
 
 

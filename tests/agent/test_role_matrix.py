@@ -19,9 +19,14 @@ EVERYONE = dict.fromkeys(PERSONAS, 200)
 STAFF_ONLY = {**dict.fromkeys(PERSONAS, 302), "admin": 200}
 
 # (method, url template, expected status by persona)
+SIGNED_IN_OUT = dict.fromkeys(PERSONAS, 302)
 ROUTES = [
     ("get", "/", EVERYONE),
+    ("get", "/healthz", EVERYONE),
+    ("get", "/static/chat.js", EVERYONE),
+    ("get", "/static/agent.js", EVERYONE),
     ("get", "/accounts/login/", EVERYONE),
+    ("post", "/accounts/logout/", SIGNED_IN_OUT),
     ("get", "/agent/", AGENT_ONLY),
     ("get", "/agent/?q=hello&status=bot", AGENT_ONLY),
     ("get", "/agent/conversations/{conversation}/", AGENT_ONLY),
