@@ -91,8 +91,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await events.publish(self.conversation.id, events.message_event(selectors.message_payload(reply)))
 
     async def on_new_conversation(self, frame: dict[str, Any]) -> None:
+        previous = self.conversation
         conversation = await database_sync_to_async(services.conversation_start)(customer=self.customer)
-        await self.channel_layer.group_discard(events.group_name(self.conversation.id), self.channel_name)
+        await self.channel_layer.group_discard(events.group_name(previous.id), self.channel_name)
+        await announce(Transition(previous, None))  # agents see the old one closed
         await self._watch(conversation)
 
     async def on_handoff(self, frame: dict[str, Any]) -> None:

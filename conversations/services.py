@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import dispatch, roles, selectors
+from . import dispatch, events, roles, selectors
 from .models import Conversation, Correction, Customer, Feedback, Message
 
 
@@ -401,6 +401,8 @@ def reply_claim(*, message_id: int) -> Message | None:
             message.status = Message.Status.CANCELLED
             message.finished_at = timezone.now()
             message.save(update_fields=["status", "finished_at"])
+            done = events.done_event(message.id, message.text, message.status)
+            transaction.on_commit(lambda: events.publish_sync(message.conversation_id, done))
             return None
         message.status = Message.Status.STREAMING
         message.text = ""

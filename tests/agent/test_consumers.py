@@ -239,3 +239,31 @@ async def test_two_agents_cannot_hold_the_same_conversation(
     assert (await refreshed(conversation)).agent_id == agent_user.id
     await first.disconnect()
     await second.disconnect()
+
+
+async def test_starting_a_new_conversation_shows_the_old_one_closed_to_agents(customer: Any, agent_user: Any) -> None:
+    chat, history = await open_chat(customer)
+    agent = await open_agent(agent_user)
+    await chat.send_json_to({"type": "new_conversation"})
+    fresh = (await receive_until(chat, "history"))[-1]
+    assert fresh["conversation"]["id"] != history["conversation"]["id"]
+    item = (await receive_until(agent, "inbox"))[-1]
+    assert item["conversation"]["id"] == history["conversation"]["id"]
+    assert item["conversation"]["status"] == "closed"
+    await chat.disconnect()
+    await agent.disconnect()
+
+
+async def test_a_reply_the_worker_refuses_after_a_takeover_is_shown_cancelled(customer: Any, agent_user: Any) -> None:
+    from conversations import services
+
+    chat, history = await open_chat(customer)
+    conversation = await database_sync_to_async(Conversation.objects.get)(id=history["conversation"]["id"])
+    reply = await database_sync_to_async(Message.objects.create)(
+        conversation=conversation, role="bot", status="pending"
+    )
+    await database_sync_to_async(Conversation.objects.filter(id=conversation.id).update)(status="agent")
+    assert await database_sync_to_async(services.reply_claim)(message_id=reply.id) is None
+    done = (await receive_until(chat, "done"))[-1]
+    assert (done["message_id"], done["status"]) == (reply.id, "cancelled")
+    await chat.disconnect()

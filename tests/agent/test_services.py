@@ -86,13 +86,15 @@ def test_a_takeover_asks_the_worker_to_stop_a_streaming_reply(
 
 
 def test_the_worker_does_not_claim_a_reply_once_a_person_holds_the_conversation(
-    conversation: Conversation, agent_user: Any
+    conversation: Conversation, agent_user: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     reply = Message.objects.create(conversation=conversation, role="bot", status="pending")
     Conversation.objects.filter(id=conversation.id).update(status="agent", agent=agent_user)
-    assert services.reply_claim(message_id=reply.id) is None
+    with django_capture_on_commit_callbacks() as published:
+        assert services.reply_claim(message_id=reply.id) is None
     reply.refresh_from_db()
     assert reply.status == Message.Status.CANCELLED
+    assert len(published) == 1  # the customer's page hears the reply was cancelled
 
 
 def test_a_second_agent_cannot_take_a_held_conversation(
