@@ -24,6 +24,7 @@ class SamplingParams:
     max_new_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False  # benchmarks: always generate max_new_tokens
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class TokenChunk:
     token_count: int  # tokens generated so far for this request
     finish_reason: FinishReason | None = None
     error: str | None = None
+    token_ids: tuple[int, ...] = ()  # the token ids generated since the previous chunk (EOS included)
 
     @property
     def finished(self) -> bool:

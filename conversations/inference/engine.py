@@ -1,0 +1,525 @@
+"""The inference engine: one decode loop serves every live reply (continuous batching).
+
+A step does three things, in this order:
+
+1. drop what was cancelled or ran out of time (queued or running), freeing slots at once;
+2. decode one token for every running reply, in one batched forward over the slot KV cache;
+3. admit queued requests in arrival order while slots are free: prefill each one alone (exactly
+   the computation ``generate`` does for it) and copy its cache into a slot; its first token comes
+   out of that prefill, and it joins the batched decode at the next step.
+
+Each reply has its own row of the KV cache with its own length; a decode step passes per-row
+position ids and a mask over each row's own columns, so short and long prompts, young and old
+replies, base-model rows and adapter rows all share one forward. Only the thread that calls
+``step`` (or ``run``) touches the model; ``submit``, ``cancel`` and the adapter calls are safe from
+any thread. See docs/engine.md for the design and its figures.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
+
+from .adapters import AdapterLoadError, AdapterSet
+from .detokenize import IncrementalDecoder, StopMatcher
+from .kv_cache import SlotCache
+from .metrics import EngineMetrics
+from .model_store import resolve_base_model
+from .sampling import choose_tokens, make_generator
+from .types import FinishReason, GenerationRequest, QueueFull, TokenChunk
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AdapterLoadError", "Engine", "load_engine"]
+
+
+@dataclass(eq=False)
+class Reply:
+    """A request's life inside the engine, from the queue to its last chunk."""
+
+    request: GenerationRequest
+    submitted_at: float
+    decoder: IncrementalDecoder
+    stops: StopMatcher
+    max_new_tokens: int
+    generator: torch.Generator | None = None
+    adapter_key: str | None = None  # peft's name for the adapter version this reply started on
+    cache_len: int = 0  # positions this reply holds in its KV row
+    last_token: int = -1
+    tokens: int = 0
+    unsent_ids: list[int] = field(default_factory=list)  # generated since the last chunk
+    first_token_at: float | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    def expired(self, now: float) -> bool:
+        timeout = self.request.timeout_s
+        return timeout is not None and now - self.submitted_at > timeout
+
+
+@dataclass
+class Finished:
+    reply: Reply
+    reason: FinishReason
+    text: str = ""
+    error: str | None = None
+
+
+@dataclass
+class StepResult:
+    chunks: list[TokenChunk] = field(default_factory=list)
+    tokens: int = 0
+
+
+class Engine:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: Any,
+        *,
+        model_name: str,
+        max_running: int = 32,
+        max_queue: int = 256,
+        adapters_dir: Path | None = None,
+        max_prefill_tokens: int = 4096,
+        log_interval_s: float = 30.0,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.max_running = max_running
+        self.max_queue = max_queue
+        self.adapters_dir = adapters_dir
+        self.max_prefill_tokens = max_prefill_tokens  # prompt tokens admitted per step, so decodes keep pace
+        self.log_interval_s = log_interval_s
+        self.config = model.config
+        self.device = next(model.parameters()).device
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.max_positions = int(getattr(self.config, "max_position_embeddings", 1 << 30))
+
+        self._adapters = AdapterSet(model, self.device)
+        self._adapter_keys: dict[str, str] = {}  # public adapter name → peft key of its live version
+        self._adapter_counter = itertools.count(1)
+        self._cache = SlotCache(
+            self.config.num_hidden_layers,
+            self.config.num_key_value_heads,
+            getattr(self.config, "head_dim", None) or self.config.hidden_size // self.config.num_attention_heads,
+            next(model.parameters()).dtype,
+            self.device,
+        )
+        # (slots, vocab) bool: tokens each reply has seen, for the repetition penalty.
+        self._seen = torch.zeros(0, self.config.vocab_size, dtype=torch.bool, device=self.device)
+        self._running: list[Reply] = []  # index = KV slot; kept dense
+
+        self._lock = threading.Lock()  # queue, ids, cancellations
+        self._wake = threading.Condition(self._lock)
+        self._queue: deque[Reply] = deque()
+        self._live_ids: set[str] = set()
+        self._cancelled: set[str] = set()
+
+        self._model_lock = threading.Lock()  # the model and caches: one step or one adapter change
+        self._ops = threading.Condition()
+        self._ops_waiting = 0
+
+        self.metrics_store = EngineMetrics()
+        self._last_log = time.monotonic()
+
+    def submit(self, req: GenerationRequest) -> None:
+        """Queue a request (FIFO). Raises QueueFull at the bound, ValueError for a live duplicate id."""
+        reply = Reply(
+            request=req,
+            submitted_at=time.monotonic(),
+            decoder=IncrementalDecoder(self.tokenizer),
+            stops=StopMatcher(req.sampling.stop),
+            max_new_tokens=req.sampling.max_new_tokens,
+        )
+        with self._lock:
+            if req.request_id in self._live_ids:
+                raise ValueError(f"request {req.request_id!r} is already live")
+            if len(self._queue) >= self.max_queue:
+                self.metrics_store.record_reject()
+                raise QueueFull(f"{len(self._queue)} requests are already waiting")
+            self._queue.append(reply)
+            self._live_ids.add(req.request_id)
+            self.metrics_store.record_submit()
+            self._wake.notify_all()
+
+    def cancel(self, request_id: str) -> None:
+        """The reply finishes as "cancelled" at the next step, keeping the text it already sent."""
+        with self._lock:
+            if request_id in self._live_ids:
+                self._cancelled.add(request_id)
+                self._wake.notify_all()
+
+    def has_work(self) -> bool:
+        with self._lock:
+            return bool(self._running or self._queue)
+
+    def step(self) -> list[TokenChunk]:
+        with self._model_lock, torch.inference_mode():
+            now = time.monotonic()
+            result = StepResult()
+            self._drop_cancelled_and_expired(now, result)
+            if self._running:
+                self._decode(result)
+            self._admit(result)
+            self._retire_unused_adapters()
+            if not self._running and self._cache.capacity > 4096:
+                self._cache.release()
+        self.metrics_store.record_step(result.tokens)
+        return result.chunks
+
+    def run(self, emit: Callable[[list[TokenChunk]], None], stop: threading.Event) -> None:
+        """Step while there is work; sleep on the queue when there is none; return once ``stop`` is set."""
+        while not stop.is_set():
+            self._let_adapter_changes_in()
+            if not self.has_work():
+                with self._lock:
+                    if not self._queue:
+                        self._wake.wait(timeout=0.2)  # woken by submit; the timeout notices ``stop``
+                continue
+            chunks = self.step()
+            if chunks:
+                emit(chunks)
+            self._maybe_log_metrics()
+
+    def metrics(self) -> dict[str, object]:
+        with self._lock:
+            queued, running = len(self._queue), len(self._running)
+        snapshot = self.metrics_store.snapshot(queued=queued, running=running)
+        snapshot["adapters"] = sorted(self._adapter_keys)
+        return snapshot
+
+    def load_adapter(self, name: str, path: Path | str) -> None:
+        """Load (or replace) a LoRA adapter; replies already running on an older version finish on it.
+
+        Raises AdapterLoadError when the directory cannot be served; later requests naming the
+        adapter then fail with that message, and nothing else is disturbed.
+        """
+        folder = Path(path)
+        if not folder.is_absolute() and self.adapters_dir is not None:
+            folder = self.adapters_dir / folder
+        try:
+            self._adapters.check(folder)  # disk reads and validation, outside the model lock
+            with self._exclusive_model():
+                key = f"adapter_{next(self._adapter_counter)}"
+                self._adapters.install(key, folder)
+                self._adapter_keys[name] = key
+                self._retire_unused_adapters()
+        except AdapterLoadError as exc:
+            self._adapters.failures[name] = str(exc)
+            log.warning("adapter %r failed to load: %s", name, exc)
+            raise
+        self._adapters.failures.pop(name, None)
+        log.info("adapter %r loaded from %s", name, folder)
+
+    def unload_adapter(self, name: str) -> None:
+        """New requests for it fail from now on; replies running on it finish first, then it is freed."""
+        with self._exclusive_model():
+            self._adapter_keys.pop(name, None)
+            self._adapters.failures.pop(name, None)
+            self._retire_unused_adapters()
+
+    def _drop_cancelled_and_expired(self, now: float, result: StepResult) -> None:
+        with self._lock:
+            cancelled, self._cancelled = self._cancelled, set()
+            leaving = [r for r in self._queue if r.request_id in cancelled or r.expired(now)]
+            for reply in leaving:
+                self._queue.remove(reply)
+        for reply in leaving:
+            reason: FinishReason = "cancelled" if reply.request_id in cancelled else "timeout"
+            self._close(Finished(reply, reason), result)
+        leaving_slots = [
+            (slot, reply, "cancelled" if reply.request_id in cancelled else "timeout")
+            for slot, reply in enumerate(self._running)
+            if reply.request_id in cancelled or reply.expired(now)
+        ]
+        finished = [Finished(reply, reason, self._final_text(reply)) for _, reply, reason in leaving_slots]
+        self._free_slots([slot for slot, _, _ in leaving_slots])
+        for item in finished:
+            self._close(item, result)
+
+    def _decode(self, result: StepResult) -> None:
+        """One token for every running reply, in one forward."""
+        n = len(self._running)
+        lengths_list = [r.cache_len for r in self._running]
+        read_len = max(lengths_list) + 1
+        self._cache.ensure(n, read_len)
+        lengths = torch.tensor(lengths_list, device=self.device)  # (n,) where each row writes
+        self._cache.prepare_step(lengths, read_len)
+        # (n, 1, 1, read_len): row i attends to its own columns 0..lengths[i], the new one included.
+        columns = torch.arange(read_len, device=self.device)
+        mask = (columns.unsqueeze(0) <= lengths.unsqueeze(1))[:, None, None, :]
+        input_ids = torch.tensor([[r.last_token] for r in self._running], device=self.device)  # (n, 1)
+        try:
+            logits = self._forward(
+                input_ids,
+                [r.adapter_key for r in self._running],
+                position_ids=lengths.unsqueeze(1),  # (n, 1): each row continues its own sequence
+                attention_mask=mask,
+                cache=self._cache,
+            )  # (n, vocab)
+            tokens = self._choose(logits, slice(0, n), self._running)
+        except Exception as exc:  # a failed forward fails the batch, not the engine
+            log.exception("decode step failed")
+            self._fail_all_running(f"decode failed: {exc}", result)
+            return
+        token_ids = tokens.tolist()  # the step's one device → host sync
+        finished: list[tuple[int, Finished]] = []
+        for slot, (reply, token_id) in enumerate(zip(self._running, token_ids)):
+            reply.cache_len += 1
+            done = self._accept(reply, token_id, result)
+            if done is not None:
+                finished.append((slot, done))
+        self._free_slots([slot for slot, _ in finished])
+        for _, done in finished:
+            self._close(done, result)
+
+    def _admit(self, result: StepResult) -> None:
+        """Prefill queued requests, oldest first, while slots and this step's prompt budget last."""
+        budget = self.max_prefill_tokens
+        admitted = 0
+        while len(self._running) < self.max_running:
+            with self._lock:
+                if not self._queue:
+                    return
+                size = len(self._queue[0].request.prompt_ids)
+                if admitted and size > budget:
+                    return
+                reply = self._queue.popleft()
+            budget -= size
+            admitted += 1
+            self._prefill(reply, result)
+
+    def _prefill(self, reply: Reply, result: StepResult) -> None:
+        refusal = self._refusal(reply)
+        if refusal is not None:
+            self._close(Finished(reply, "error", error=refusal), result)
+            return
+        prompt = list(reply.request.prompt_ids)
+        reply.max_new_tokens = min(reply.max_new_tokens, self.max_positions - len(prompt))
+        reply.adapter_key = self._adapter_keys.get(reply.request.adapter) if reply.request.adapter else None
+        reply.generator = make_generator(reply.request.sampling, self.device)
+        slot = len(self._running)
+        self._cache.ensure(slot + 1, len(prompt) + 1)
+        self._ensure_seen_rows(slot + 1)
+        self._seen[slot].zero_()
+        self._seen[slot, torch.tensor(prompt, device=self.device)] = True
+        try:
+            # The same batch-1 prefill generate runs, into a throwaway cache copied into the slot.
+            prefill_cache = DynamicCache(config=self.config)
+            logits = self._forward(
+                torch.tensor([prompt], device=self.device), [reply.adapter_key], cache=prefill_cache
+            )  # (1, vocab)
+            token = self._choose(logits, slice(slot, slot + 1), [reply])
+            self._cache.fill_slot(slot, prefill_cache)
+        except Exception as exc:
+            log.exception("prefill of %s failed", reply.request_id)
+            self._close(Finished(reply, "error", error=f"prefill failed: {exc}"), result)
+            return
+        self._running.append(reply)
+        reply.cache_len = len(prompt)
+        now = time.monotonic()
+        reply.first_token_at = now
+        self.metrics_store.record_first_token(now - reply.submitted_at, len(prompt))
+        done = self._accept(reply, int(token.item()), result)
+        if done is not None:
+            self._free_slots([slot])
+            self._close(done, result)
+
+    def _refusal(self, reply: Reply) -> str | None:
+        """Why this request cannot start, or None."""
+        req = reply.request
+        if not req.prompt_ids:
+            return "the prompt is empty"
+        if len(req.prompt_ids) >= self.max_positions:
+            return f"the prompt has {len(req.prompt_ids)} tokens; the model takes at most {self.max_positions - 1}"
+        if req.sampling.max_new_tokens < 1:
+            return "max_new_tokens must be at least 1"
+        if req.adapter is not None and req.adapter not in self._adapter_keys:
+            failure = self._adapters.failures.get(req.adapter)
+            if failure:
+                return f"adapter {req.adapter!r} failed to load: {failure}"
+            return f"adapter {req.adapter!r} is not loaded"
+        return None
+
+    def _forward(self, input_ids: torch.Tensor, adapter_keys: list[str | None], **kwargs: Any) -> torch.Tensor:
+        """Last-position logits, (batch, vocab), with each row routed to its adapter."""
+        out = self._adapters.model(
+            input_ids=input_ids,
+            use_cache=True,
+            logits_to_keep=1,
+            **self._adapters.forward_kwargs(adapter_keys),
+            **kwargs,
+        )
+        return out.logits[:, -1]
+
+    def _choose(self, logits: torch.Tensor, slots: slice, replies: list[Reply]) -> torch.Tensor:
+        tokens = choose_tokens(
+            logits, self._seen[slots], [r.request.sampling for r in replies], [r.generator for r in replies]
+        )  # (rows,)
+        rows = torch.arange(slots.start, slots.stop, device=self.device)
+        self._seen[rows, tokens] = True
+        return tokens
+
+    def _accept(self, reply: Reply, token_id: int, result: StepResult) -> Finished | None:
+        """Take one new token: emit the text it completes, or say why the reply is finished."""
+        reply.tokens += 1
+        reply.last_token = token_id
+        reply.unsent_ids.append(token_id)
+        result.tokens += 1
+        if token_id in self.eos_ids and not reply.request.sampling.ignore_eos:
+            return Finished(reply, "stop", self._final_text(reply))
+        released, hit_stop = reply.stops.push(reply.decoder.push(token_id))
+        if hit_stop:
+            return Finished(reply, "stop", released)
+        if reply.tokens >= reply.max_new_tokens:
+            return Finished(reply, "length", released + self._final_text(reply))
+        if released:
+            result.chunks.append(TokenChunk(reply.request_id, released, reply.tokens, token_ids=self._take_ids(reply)))
+        return None
+
+    def _take_ids(self, reply: Reply) -> tuple[int, ...]:
+        ids, reply.unsent_ids = tuple(reply.unsent_ids), []
+        return ids
+
+    def _final_text(self, reply: Reply) -> str:
+        """Everything still held back, at the end of a reply that did not end on a stop string."""
+        released, hit_stop = reply.stops.push(reply.decoder.flush())
+        return released if hit_stop else released + reply.stops.flush()
+
+    def _close(self, done: Finished, result: StepResult) -> None:
+        reply = done.reply
+        chunk = TokenChunk(reply.request_id, done.text, reply.tokens, done.reason, done.error, self._take_ids(reply))
+        result.chunks.append(chunk)
+        decode_s = time.monotonic() - reply.first_token_at if reply.first_token_at is not None else 0.0
+        self.metrics_store.record_finish(done.reason, reply.tokens, decode_s)
+        with self._lock:
+            self._live_ids.discard(reply.request_id)
+            self._cancelled.discard(reply.request_id)
+
+    def _free_slots(self, slots: list[int]) -> None:
+        """Remove replies from the running set; the last row moves into each hole (one row copy)."""
+        for slot in sorted(slots, reverse=True):
+            last = len(self._running) - 1
+            if slot != last:
+                moved = self._running[last]
+                self._cache.move_slot(last, slot, moved.cache_len)
+                self._seen[slot] = self._seen[last]
+                self._running[slot] = moved
+            self._running.pop()
+
+    def _fail_all_running(self, error: str, result: StepResult) -> None:
+        failed = [Finished(r, "error", error=error) for r in self._running]
+        self._free_slots(list(range(len(self._running))))
+        for item in failed:
+            self._close(item, result)
+
+    def _ensure_seen_rows(self, rows: int) -> None:
+        if rows > self._seen.shape[0]:
+            grown = torch.zeros(max(rows, 2 * self._seen.shape[0], 4), self._seen.shape[1], dtype=torch.bool, device=self.device)
+            grown[: self._seen.shape[0]] = self._seen
+            self._seen = grown
+
+    def _retire_unused_adapters(self) -> None:
+        """Free adapter versions that no public name points to and no running reply still uses."""
+        wanted = set(self._adapter_keys.values()) | {r.adapter_key for r in self._running}
+        for key in self._adapters.names - wanted:
+            self._adapters.remove(key)
+
+    @contextmanager
+    def _exclusive_model(self) -> Iterator[None]:
+        """Hold the model between two steps; ``run`` lets us in before its next step."""
+        with self._ops:
+            self._ops_waiting += 1
+        try:
+            with self._model_lock:
+                yield
+        finally:
+            with self._ops:
+                self._ops_waiting -= 1
+                self._ops.notify_all()
+
+    def _let_adapter_changes_in(self) -> None:
+        with self._ops:
+            while self._ops_waiting:
+                self._ops.wait()
+
+    def _maybe_log_metrics(self) -> None:
+        now = time.monotonic()
+        if now - self._last_log >= self.log_interval_s:
+            self._last_log = now
+            log.info("engine metrics %s", self.metrics())
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    generation_config = getattr(model, "generation_config", None)
+    for source in (getattr(generation_config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, (list, tuple)):
+            ids.update(int(i) for i in source)
+    return frozenset(ids)
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+            "float16": torch.float16, "fp16": torch.float16}[dtype]
+
+
+def default_cache_dir() -> Path:
+    root = Path(__file__).resolve().parents[2]
+    return Path(os.environ.get("MODEL_CACHE_DIR", str(root / ".cache" / "models")))
+
+
+def load_engine(
+    base_model: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    threads: int | None = None,
+    max_running: int = 32,
+    max_queue: int = 256,
+    adapters_dir: Path | None = None,
+    cache_dir: Path | None = None,
+) -> Engine:
+    """Load the base model (the packaged SmolLM2 when ``base_model`` is empty) and wrap it in an Engine."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, torch_device)
+    folder = resolve_base_model(base_model, cache_dir or default_cache_dir())
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, attn_implementation="sdpa")
+    model = model.to(torch_device).eval()
+    log.info("engine: %s on %s (%s), %d torch threads", folder, torch_device, torch_dtype, torch.get_num_threads())
+    return Engine(
+        model,
+        tokenizer,
+        model_name=Path(str(folder).rstrip("/")).name,
+        max_running=max_running,
+        max_queue=max_queue,
+        adapters_dir=adapters_dir,
+    )
