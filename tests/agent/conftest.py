@@ -19,6 +19,14 @@ def _fresh_throttle() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_channel_layer() -> None:
+    """Each test runs in an event loop of its own; a cached layer keeps locks bound to the last one."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fast_passwords(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
