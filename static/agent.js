@@ -202,6 +202,7 @@
     $("hand-back").disabled = status !== "agent";
     $("close").disabled = !open;
     $("agent-input").disabled = !mine;
+    $("agent-input").placeholder = mine ? "Reply to the customer (Enter sends)" : "Take over to reply to the customer";
     $("agent-send").disabled = !mine;
   }
 
@@ -216,8 +217,10 @@
     if ("agent_feedback" in frame) markRating(li, frame.agent_feedback);
     if ("correction" in frame) li.querySelector("form.correct textarea").value = frame.correction;
     if ("customer_feedback" in frame) {
-      const f = frame.customer_feedback;
-      li.querySelector(".customer-feedback").textContent = f ? `Customer: ${f.positive ? "👍" : "👎 " + f.reason}${f.comment ? " “" + f.comment + "”" : ""}` : "";
+      const f = frame.customer_feedback, shown = li.querySelector(".customer-feedback");
+      const verdict = f && (f.positive ? "👍 helpful" : `👎 not helpful${f.reason ? ` (${f.reason})` : ""}`);
+      shown.textContent = f ? `Customer: ${verdict}${f.comment ? ` “${f.comment}”` : ""}` : "";
+      shown.classList.toggle("positive", !!f && f.positive);
     }
   }
 
