@@ -37,7 +37,7 @@ def test_it_shows_every_message_with_role_time_latency_model_and_feedback(
         "total 1.5 s",
         "tuned-7",
         "smollm2+tuned-7",
-        "👎 wrong",
+        "👎 not helpful (wrong)",
         "It did not",
         question.created_at.strftime("%H:%M:%S"),
     ):
