@@ -1,0 +1,72 @@
+"""The base model and its tokenizer, loaded the way the inference worker loads them, and a batched
+greedy generator for the build's general replies and the evaluation's replays."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+
+from conversations.inference.model_store import resolve_base_model
+
+
+def base_model_path() -> str:
+    return resolve_base_model(settings.BASE_MODEL, settings.MODEL_CACHE_DIR)
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str) -> Any:
+    """A fresh float32 copy of the base model: training mutates it, so it is never shared."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        ids.add(im_end)
+    return sorted(i for i in ids if i is not None)
+
+
+def generate_greedy(
+    model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 8
+) -> list[str]:
+    """Greedy replies to templated prompts, batched with left padding; text up to the end of turn."""
+    import torch
+
+    replies: list[str] = []
+    stop_ids = end_of_turn_ids(tokenizer)
+    model.eval()
+    for start in range(0, len(prompts), batch_size):
+        batch = [tokenizer.encode(p, add_special_tokens=False) for p in prompts[start : start + batch_size]]
+        width = max(len(ids) for ids in batch)
+        # (batch, width): left padding keeps every prompt's last token at the same position.
+        input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for ids in batch])
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+        with torch.no_grad():
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stop_ids,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        for row in output[:, width:].tolist():
+            cut = next((i for i, token in enumerate(row) if token in stop_ids), len(row))
+            replies.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+    return replies
