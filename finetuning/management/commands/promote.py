@@ -1,0 +1,27 @@
+"""python manage.py promote VERSION"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from finetuning import services
+from finetuning.models import ModelVersion
+
+
+class Command(BaseCommand):
+    help = "Make a model version the one that answers new messages (no restart needed)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("version", help="the version's name, e.g. run-3")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        version = ModelVersion.objects.filter(name=options["version"]).first()
+        if version is None:
+            raise CommandError(f"no model version named {options['version']}")
+        try:
+            services.version_promote(version=version)
+        except services.LearningLoopError as error:
+            raise CommandError(str(error)) from error
+        self.stdout.write(f"{version.name} is now active")

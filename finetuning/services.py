@@ -1,0 +1,335 @@
+"""Writes of the learning loop: start, run, cancel a training run; promote and roll back versions."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import conf
+from .models import DatasetSnapshot, Example, ModelVersion, Promotion, TrainingRun
+from .selectors import version_active
+
+log = logging.getLogger(__name__)
+
+Status = TrainingRun.Status
+MAX_ATTEMPTS = 3
+
+
+class LearningLoopError(Exception):
+    pass
+
+
+class RunAlreadyActive(LearningLoopError):
+    def __init__(self, run: TrainingRun) -> None:
+        super().__init__(f"training run {run.pk} is already {run.status}")
+        self.run = run
+
+
+class LeaseHeld(LearningLoopError):
+    """Another worker holds the run's lease; try again once it may have expired."""
+
+    def __init__(self, retry_in_s: float) -> None:
+        super().__init__(f"lease held, retry in {retry_in_s:.0f}s")
+        self.retry_in_s = retry_in_s
+
+
+class LeaseLost(LearningLoopError):
+    """This worker's lease was taken over (it stalled past its expiry): stop without writing."""
+
+
+class NothingToRollBack(LearningLoopError):
+    pass
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_start(*, requested_by: Any = None, config: dict[str, Any] | None = None, enqueue: bool = True) -> TrainingRun:
+    """A queued run; its Celery message is published once the row is committed."""
+    from . import tasks
+
+    with transaction.atomic():
+        busy = TrainingRun.objects.select_for_update().filter(status__in=TrainingRun.ACTIVE_STATUSES).first()
+        if busy is not None:
+            raise RunAlreadyActive(busy)
+        run = TrainingRun.objects.create(config=config or {}, requested_by=requested_by)
+        if enqueue:
+            tasks.training_run.delay_on_commit(run.id)
+    return run
+
+
+def run_cancel(*, run: TrainingRun) -> TrainingRun:
+    """A queued run stops at once; a running one at its next cancel check, within the step."""
+    TrainingRun.objects.filter(id=run.id, status=Status.QUEUED).update(
+        status=Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+    )
+    TrainingRun.objects.filter(id=run.id, status=Status.RUNNING).update(cancel_requested=True)
+    run.refresh_from_db()
+    return run
+
+
+def run_claim(*, run_id: int, owner: str) -> TrainingRun | None:
+    """Take the run's lease. None when the run is over; LeaseHeld when another live worker has it."""
+    now = timezone.now()
+    claimable = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now) | Q(lease_owner=owner)
+    claimed = TrainingRun.objects.filter(claimable, id=run_id, status__in=TrainingRun.ACTIVE_STATUSES).update(
+        status=Status.RUNNING,
+        lease_owner=owner,
+        lease_expires_at=now + timedelta(seconds=conf.lease_seconds()),
+        attempts=F("attempts") + 1,
+    )
+    run = TrainingRun.objects.filter(id=run_id).first()
+    if run is None or run.status not in TrainingRun.ACTIVE_STATUSES:
+        return None
+    if not claimed:
+        assert run.lease_expires_at is not None
+        raise LeaseHeld(max(1.0, (run.lease_expires_at - now).total_seconds()))
+    if run.started_at is None:
+        TrainingRun.objects.filter(id=run_id).update(started_at=now)
+    return run
+
+
+def _guarded(run: TrainingRun, owner: str, **fields: Any) -> None:
+    """Update the run only while this worker still holds its lease, renewing the lease."""
+    fields["lease_expires_at"] = timezone.now() + timedelta(seconds=conf.lease_seconds())
+    if not TrainingRun.objects.filter(id=run.id, lease_owner=owner).update(**fields):
+        raise LeaseLost(f"run {run.id} is no longer leased to {owner}")
+
+
+def _finish(run: TrainingRun, owner: str, status: str, **fields: Any) -> None:
+    TrainingRun.objects.filter(id=run.id, lease_owner=owner).update(
+        status=status, finished_at=timezone.now(), lease_expires_at=None, phase="", **fields
+    )
+
+
+def _cancel_requested(run_id: int) -> bool:
+    return bool(TrainingRun.objects.filter(id=run_id).values_list("cancel_requested", flat=True).first())
+
+
+def run_execute(*, run_id: int, owner: str | None = None) -> TrainingRun | None:
+    """Build, train, evaluate: the whole run, resumable. What the Celery task calls."""
+    owner = owner or default_owner()
+    run = run_claim(run_id=run_id, owner=owner)
+    if run is None:
+        return None
+    if run.attempts > MAX_ATTEMPTS:
+        _finish(run, owner, Status.FAILED, error=f"gave up after {MAX_ATTEMPTS} attempts")
+        return TrainingRun.objects.get(id=run_id)
+    from .training import Cancelled, CheckpointUnusable
+
+    try:
+        if run.cancel_requested:
+            raise Cancelled()
+        _pipeline(run, owner)
+    except Cancelled:
+        _finish(run, owner, Status.CANCELLED)
+        shutil.rmtree(run_checkpoint_dir(run), ignore_errors=True)
+    except LeaseLost:
+        log.warning("run %s: lease lost, leaving it to its new owner", run_id)
+    except CheckpointUnusable as error:
+        _finish(run, owner, Status.FAILED, error=f"could not resume: {error}")
+    except Exception as error:
+        log.exception("training run %s failed", run_id)
+        _finish(run, owner, Status.FAILED, error=f"{type(error).__name__}: {error}"[:2000])
+    return TrainingRun.objects.get(id=run_id)
+
+
+def run_checkpoint_dir(run: TrainingRun) -> Any:
+    return conf.checkpoints_dir() / f"run-{run.id}"
+
+
+def version_name_for(run: TrainingRun) -> str:
+    return f"run-{run.id}"
+
+
+def _pipeline(run: TrainingRun, owner: str) -> None:
+    from . import datasets, training
+    from .base import base_model_path, load_model, load_tokenizer
+
+    config = training.TrainingConfig.from_dict(run.config)
+    model_path = base_model_path()
+    tokenizer = load_tokenizer(model_path)
+    options = datasets.options_from_settings(max_seq_len=config.max_seq_len)
+
+    if run.snapshot_id is None:
+        _guarded(run, owner, phase="building")
+        general = datasets.general_replies(
+            model_path=model_path, tokenizer=tokenizer, system_prompt=options.system_prompt
+        )
+        run.snapshot = datasets.snapshot_build(tokenizer=tokenizer, options=options, general_replies=general)
+        _guarded(run, owner, snapshot=run.snapshot)
+    snapshot = run.snapshot
+    assert snapshot is not None
+    train_rows = list(snapshot.examples.filter(split=Example.Split.TRAIN).values_list("prompt", "completion"))
+    if not snapshot.examples.filter(split=Example.Split.TRAIN).exclude(source=Example.Source.GENERAL).exists():
+        raise training.TrainingDataEmpty("the snapshot holds no examples from conversations to learn from")
+
+    _guarded(run, owner, phase="training")
+
+    def on_progress(progress: training.Progress) -> None:
+        history = list(run.loss_history) + [[progress.step, progress.loss]]
+        run.loss_history = history
+        _guarded(
+            run,
+            owner,
+            step=progress.step,
+            total_steps=progress.total_steps,
+            loss_history=history,
+            tokens_per_s=round(progress.tokens_per_s, 1),
+            eta_s=round(progress.eta_s, 1),
+        )
+
+    name = version_name_for(run)
+    result = training.train(
+        model=load_model(model_path),
+        tokenizer=tokenizer,
+        pairs=train_rows,
+        output_dir=conf.adapters_dir() / name,
+        checkpoint_dir=run_checkpoint_dir(run),
+        config=config,
+        on_progress=on_progress,
+        should_cancel=lambda: _cancel_requested(run.id),
+        on_resume=lambda step, history: _guarded(run, owner, resumed_from_step=step, loss_history=history),
+    )
+    run.loss_history = result.loss_history
+
+    _guarded(run, owner, phase="evaluating", loss_history=result.loss_history, eta_s=0)
+    version, _ = ModelVersion.objects.update_or_create(
+        name=name,
+        defaults={
+            "base_model": model_path,
+            "adapter_path": str(result.adapter_path),
+            "snapshot": snapshot,
+            "status": ModelVersion.Status.CANDIDATE,
+        },
+    )
+    metrics = version_evaluate(version=version, tokenizer=tokenizer, config=config, options=options)
+    metrics["training"] = {
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "resumed_from_step": result.resumed_from_step,
+        "final_loss": result.loss_history[-1][1] if result.loss_history else None,
+        "config": config.to_dict(),
+    }
+    ModelVersion.objects.filter(id=version.id).update(metrics=metrics)
+    _finish(run, owner, Status.SUCCEEDED, version=version)
+    shutil.rmtree(run_checkpoint_dir(run), ignore_errors=True)
+
+
+def version_evaluate(*, version: ModelVersion, tokenizer: Any, config: Any, options: Any) -> dict[str, Any]:
+    """Evaluate ``version`` against the version in service on its snapshot's held-out examples."""
+    from . import conf as settings_of
+    from . import evaluation
+    from .base import load_model
+
+    snapshot = version.snapshot
+    assert snapshot is not None
+    heldout = [
+        evaluation.HeldOut(e.prompt, e.completion, e.reply, e.source, _last_question(e.chat))
+        for e in snapshot.examples.filter(split=Example.Split.HELDOUT)
+    ]
+    taught_replies = list(snapshot.examples.exclude(source=Example.Source.GENERAL).values_list("reply", flat=True))
+    general = list(snapshot.examples.filter(source=Example.Source.GENERAL).values_list("reply", flat=True))
+    active = version_active()
+    active_path = active.adapter_path if active is not None and active.id != version.id else None
+    contenders = evaluation.Contenders(load_model(version.base_model), version.adapter_path, active_path or None)
+    metrics = evaluation.evaluate(
+        contenders=contenders,
+        tokenizer=tokenizer,
+        heldout=heldout,
+        taught=evaluation.taught_terms(taught_replies, general),
+        system_prompt=options.system_prompt,
+        max_seq_len=config.max_seq_len,
+        max_new_tokens=settings_of.eval_max_new_tokens(),
+        max_replays=settings_of.eval_max_replays(),
+    )
+    metrics["compared_with"] = active.name if active is not None and active.id != version.id else "base model"
+    return metrics
+
+
+def _last_question(chat: list[dict[str, str]]) -> str:
+    return next((m["content"] for m in reversed(chat) if m["role"] == "user"), "")
+
+
+def runs_resume_stale() -> list[int]:
+    """Re-publish runs whose worker died (lease expired): the broker may take an hour to redeliver."""
+    from . import tasks
+
+    stale = list(
+        TrainingRun.objects.filter(status=Status.RUNNING, lease_expires_at__lt=timezone.now()).values_list(
+            "id", flat=True
+        )
+    )
+    for run_id in stale:
+        tasks.training_run.delay(run_id)
+    return stale
+
+
+def _promotion_stack() -> list[ModelVersion | None]:
+    """The versions that served in turn: a promote pushes, a rollback pops."""
+    stack: list[ModelVersion | None] = []
+    for event in Promotion.objects.select_related("version"):
+        if event.kind == Promotion.Kind.PROMOTE:
+            stack.append(event.version)
+        elif stack:
+            stack.pop()
+    return stack
+
+
+def _activate(version: ModelVersion | None) -> None:
+    now = timezone.now()
+    ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).exclude(id=version.id if version else None).update(
+        status=ModelVersion.Status.RETIRED
+    )
+    if version is not None:
+        ModelVersion.objects.filter(id=version.id).update(status=ModelVersion.Status.ACTIVE, promoted_at=now)
+        version.refresh_from_db()
+
+
+def version_promote(*, version: ModelVersion, actor: Any = None) -> ModelVersion:
+    """Make ``version`` the one new replies use; the inference worker loads its adapter on first use."""
+    if version.adapter_path and not os.path.isdir(version.adapter_path):
+        raise LearningLoopError(f"the adapter of {version.name} is missing at {version.adapter_path}")
+    with transaction.atomic():
+        list(ModelVersion.objects.select_for_update().filter(Q(status=ModelVersion.Status.ACTIVE) | Q(id=version.id)))
+        _activate(version)
+        Promotion.objects.create(kind=Promotion.Kind.PROMOTE, version=version, actor=actor)
+    return version
+
+
+def version_rollback(*, actor: Any = None) -> ModelVersion | None:
+    """Back to the version that served before the current one; None means the bare base model."""
+    with transaction.atomic():
+        list(ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE))
+        current = version_active()
+        stack = _promotion_stack()
+        if current is None and not stack:
+            raise NothingToRollBack("the base model is already serving and there is nothing earlier")
+        if stack:
+            stack.pop()
+        previous = stack[-1] if stack else None
+        _activate(previous)
+        Promotion.objects.create(kind=Promotion.Kind.ROLLBACK, version=previous, actor=actor)
+    return previous
+
+
+def snapshot_build_now() -> DatasetSnapshot:
+    """A snapshot built in this process, for the admin to browse before training."""
+    from . import datasets
+    from .base import base_model_path, load_tokenizer
+
+    model_path = base_model_path()
+    tokenizer = load_tokenizer(model_path)
+    options = datasets.options_from_settings()
+    general = datasets.general_replies(model_path=model_path, tokenizer=tokenizer, system_prompt=options.system_prompt)
+    return datasets.snapshot_build(tokenizer=tokenizer, options=options, general_replies=general)

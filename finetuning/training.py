@@ -1,0 +1,277 @@
+"""LoRA supervised fine-tuning in plain torch and peft: no Django here, so it runs anywhere.
+
+The loss counts only the reply's tokens: the context is there to condition on, not to imitate.
+Training state (adapter weights, optimizer, step, loss history) is checkpointed every N steps by
+writing a new folder and renaming it into place, so a kill -9 at any moment leaves either the old
+checkpoint or the new one, never half of one; a rerun with the same checkpoint folder resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+from safetensors.torch import load_file
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100  # the label torch's cross-entropy skips
+
+
+@dataclass
+class TrainingConfig:
+    """Defaults measured on SmolLM2-135M-Instruct: enough to learn a shop's facts in a few epochs."""
+
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 4
+    max_grad_norm: float = 1.0
+    epochs: int = 3
+    batch_size: int = 8
+    max_seq_len: int = 384
+    max_steps: int = 0  # 0: the epochs decide
+    checkpoint_every: int = 20
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainingConfig:
+        known = {f.name for f in fields(cls)}
+        config = cls(**{k: v for k, v in values.items() if k in known})
+        config.target_modules = tuple(config.target_modules)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["target_modules"] = list(self.target_modules)
+        return values
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE over the context, the token ids over the reply
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    total_steps: int
+    loss: float
+    tokens_per_s: float
+    eta_s: float
+
+
+@dataclass
+class TrainResult:
+    adapter_path: Path
+    steps: int
+    loss_history: list[list[float]] = field(default_factory=list)
+    tokens_per_s: float = 0.0
+    seconds: float = 0.0
+    resumed_from_step: int | None = None
+
+
+class Cancelled(Exception):
+    """The run was asked to stop; raised between or within steps, never mid-write."""
+
+
+class TrainingDataEmpty(Exception):
+    pass
+
+
+class CheckpointUnusable(Exception):
+    """A checkpoint exists but cannot be loaded: the run must fail rather than silently restart."""
+
+
+def tokenize(pairs: Sequence[tuple[str, str]], tokenizer: Any, max_seq_len: int) -> list[TokenizedExample]:
+    """(templated prompt, completion) pairs → ids, context cut from the front to fit ``max_seq_len``."""
+    examples = []
+    for prompt, completion in pairs:
+        prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+        completion_ids = tokenizer.encode(completion, add_special_tokens=False)[: max_seq_len // 2]
+        prompt_ids = prompt_ids[-(max_seq_len - len(completion_ids)) :]
+        examples.append(TokenizedExample(prompt_ids + completion_ids, [IGNORE] * len(prompt_ids) + completion_ids))
+    return examples
+
+
+def schedule(n_examples: int, config: TrainingConfig) -> list[list[int]]:
+    """Every step's example indices, fixed by the seed, so a resumed run sees the same batches."""
+    rng = random.Random(config.seed)
+    steps = []
+    for _ in range(config.epochs):
+        order = list(range(n_examples))
+        rng.shuffle(order)
+        steps += [order[i : i + config.batch_size] for i in range(0, n_examples, config.batch_size)]
+    return steps[: config.max_steps] if config.max_steps else steps
+
+
+def collate(batch: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(e.input_ids) for e in batch)
+    # (batch, width), padded on the right; padding is masked out of attention and of the loss.
+    input_ids = torch.tensor([e.input_ids + [pad_id] * (width - len(e.input_ids)) for e in batch])
+    labels = torch.tensor([e.labels + [IGNORE] * (width - len(e.labels)) for e in batch])
+    attention_mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in batch])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def lora_model(model: Any, config: TrainingConfig) -> Any:
+    lora = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=list(config.target_modules),
+    )
+    return get_peft_model(model, lora)
+
+
+def write_atomically(target: Path, write: Callable[[Path], None]) -> Path:
+    """Write a folder beside ``target`` and rename it into place: readers see all of it or none."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        write(staging)
+        if target.exists():
+            retired = target.parent / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
+            os.rename(target, retired)
+            shutil.rmtree(retired, ignore_errors=True)
+        os.rename(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint: only renamed-into-place folders are named ``step-*``."""
+    if not folder.is_dir():
+        return None
+    done = sorted(p for p in folder.glob("step-*") if (p / "state.json").exists())
+    return done[-1] if done else None
+
+
+def save_checkpoint(folder: Path, *, model: Any, optimizer: Any, step: int, loss_history: list[list[float]]) -> Path:
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging)
+        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        (staging / "state.json").write_text(json.dumps({"step": step, "loss_history": loss_history}))
+
+    path = write_atomically(folder / f"step-{step:06d}", write)
+    for older in folder.glob("step-*"):
+        if older != path:
+            shutil.rmtree(older, ignore_errors=True)
+    return path
+
+
+def load_checkpoint(path: Path, *, model: Any, optimizer: Any) -> tuple[int, list[list[float]]]:
+    try:
+        state = json.loads((path / "state.json").read_text())
+        set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    except Exception as error:  # noqa: BLE001 - any damage means the same thing: cannot resume
+        raise CheckpointUnusable(f"checkpoint {path.name} cannot be loaded: {error}") from error
+    return int(state["step"]), state["loss_history"]
+
+
+def train(
+    *,
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[tuple[str, str]],
+    output_dir: Path,
+    checkpoint_dir: Path,
+    config: TrainingConfig,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    on_resume: Callable[[int, list[list[float]]], None] | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter on ``pairs`` and write it to ``output_dir``; resumes from ``checkpoint_dir``.
+
+    ``model`` is a freshly loaded base model (float32); it becomes the peft model in place.
+    """
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    examples = tokenize(pairs, tokenizer, config.max_seq_len)
+    if not examples:
+        raise TrainingDataEmpty("no training examples")
+    steps = schedule(len(examples), config)
+    total = len(steps)
+    model = lora_model(model, config)
+    model.train()
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    start, loss_history, resumed_from = 0, [], None
+    checkpoint = latest_checkpoint(checkpoint_dir)
+    if checkpoint is not None:
+        start, loss_history = load_checkpoint(checkpoint, model=model, optimizer=optimizer)
+        resumed_from = start
+        log.info("resuming from %s at step %d of %d", checkpoint.name, start, total)
+        if on_resume is not None:
+            on_resume(start, loss_history)
+
+    def cancel_check() -> None:
+        if should_cancel is not None and should_cancel():
+            raise Cancelled()
+
+    began, tokens_seen = time.monotonic(), 0
+    for step in range(start, total):
+        cancel_check()
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate * lr_factor(step, total, config.warmup_steps)
+        batch = collate([examples[i] for i in steps[step]], tokenizer.pad_token_id)
+        # Forward: (batch, width) ids → mean cross-entropy over the reply tokens only.
+        loss = model(**batch).loss
+        cancel_check()  # the forward pass is most of a step on a CPU: look again before backward
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        tokens_seen += int(batch["attention_mask"].sum())
+        elapsed = time.monotonic() - began
+        done = step + 1
+        loss_history.append([done, round(float(loss.detach()), 4)])
+        rate = tokens_seen / elapsed if elapsed else 0.0
+        eta = (total - done) * elapsed / (done - start)
+        if on_progress is not None:
+            on_progress(Progress(done, total, loss_history[-1][1], rate, eta))
+        if done % config.checkpoint_every == 0 and done < total:
+            save_checkpoint(checkpoint_dir, model=model, optimizer=optimizer, step=done, loss_history=loss_history)
+
+    cancel_check()
+    adapter_path = write_atomically(output_dir, model.save_pretrained)
+    elapsed = time.monotonic() - began
+    return TrainResult(
+        adapter_path=adapter_path,
+        steps=total,
+        loss_history=loss_history,
+        tokens_per_s=tokens_seen / elapsed if elapsed else 0.0,
+        seconds=elapsed,
+        resumed_from_step=resumed_from,
+    )
