@@ -3,6 +3,7 @@ an admin (pytest-django's ``admin_user``) and a signed-in user who is not an age
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,10 +20,15 @@ def _fresh_throttle() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_channel_layer() -> None:
-    """Each test runs in an event loop of its own; a cached layer keeps locks bound to the last one."""
+def _fresh_channel_layer() -> Iterator[None]:
+    """Each test runs in an event loop of its own; a cached layer keeps locks bound to the last one.
+
+    Cleared before and after, so neither these tests nor the ones that follow inherit one.
+    """
     from channels.layers import channel_layers
 
+    channel_layers.backends.clear()
+    yield
     channel_layers.backends.clear()
 
 
