@@ -95,7 +95,7 @@ class Engine:
         max_running: int = 32,
         max_queue: int = 256,
         adapters_dir: Path | None = None,
-        max_prefill_tokens: int = 4096,
+        max_prefill_tokens: int = 1024,
         log_interval_s: float = 30.0,
     ) -> None:
         self.tokenizer = tokenizer
@@ -108,6 +108,7 @@ class Engine:
         self.config = model.config
         self.device = next(model.parameters()).device
         self.eos_ids = _eos_ids(model, tokenizer)
+        self.pad_id = next(iter(sorted(self.eos_ids)), 0) if tokenizer.pad_token_id is None else tokenizer.pad_token_id
         self.max_positions = int(getattr(self.config, "max_position_embeddings", 1 << 30))
 
         self._adapters = AdapterSet(model, self.device)
@@ -200,7 +201,7 @@ class Engine:
         with self._lock:
             queued, running = len(self._queue), len(self._running)
         snapshot = self.metrics_store.snapshot(queued=queued, running=running)
-        snapshot["adapters"] = sorted(self._adapter_keys)
+        snapshot["adapters"] = sorted(self._adapter_keys.copy())  # copy: atomic against a concurrent load
         return snapshot
 
     def load_adapter(self, name: str, path: Path | str) -> None:
@@ -236,19 +237,16 @@ class Engine:
     def _drop_cancelled_and_expired(self, now: float, result: StepResult) -> None:
         with self._lock:
             cancelled, self._cancelled = self._cancelled, set()
-            leaving = [r for r in self._queue if r.request_id in cancelled or r.expired(now)]
-            for reply in leaving:
-                self._queue.remove(reply)
-        for reply in leaving:
-            reason: FinishReason = "cancelled" if reply.request_id in cancelled else "timeout"
-            self._close(Finished(reply, reason), result)
-        leaving_slots = [
-            (slot, reply, "cancelled" if reply.request_id in cancelled else "timeout")
-            for slot, reply in enumerate(self._running)
-            if reply.request_id in cancelled or reply.expired(now)
-        ]
-        finished = [Finished(reply, reason, self._final_text(reply)) for _, reply, reason in leaving_slots]
-        self._free_slots([slot for slot, _, _ in leaving_slots])
+            leaving = [(r, _why_leaving(r, cancelled, now)) for r in self._queue]
+            for reply, reason in leaving:
+                if reason is not None:
+                    self._queue.remove(reply)
+        for reply, reason in leaving:
+            if reason is not None:
+                self._close(Finished(reply, reason), result)
+        slots = [(slot, r, _why_leaving(r, cancelled, now)) for slot, r in enumerate(self._running)]
+        finished = [Finished(r, reason, self._final_text(r)) for _, r, reason in slots if reason is not None]
+        self._free_slots([slot for slot, _, reason in slots if reason is not None])
         for item in finished:
             self._close(item, result)
 
@@ -279,7 +277,7 @@ class Engine:
             return
         token_ids = tokens.tolist()  # the step's one device → host sync
         finished: list[tuple[int, Finished]] = []
-        for slot, (reply, token_id) in enumerate(zip(self._running, token_ids)):
+        for slot, (reply, token_id) in enumerate(zip(self._running, token_ids, strict=True)):
             reply.cache_len += 1
             done = self._accept(reply, token_id, result)
             if done is not None:
@@ -289,56 +287,91 @@ class Engine:
             self._close(done, result)
 
     def _admit(self, result: StepResult) -> None:
-        """Prefill queued requests, oldest first, while slots and this step's prompt budget last."""
-        budget = self.max_prefill_tokens
-        admitted = 0
-        while len(self._running) < self.max_running:
+        """Start queued requests, oldest first, while slots and this step's prompt budget last."""
+        budget, starting = self.max_prefill_tokens, []
+        while len(self._running) + len(starting) < self.max_running:
             with self._lock:
                 if not self._queue:
-                    return
+                    break
                 size = len(self._queue[0].request.prompt_ids)
-                if admitted and size > budget:
-                    return
+                if starting and size > budget:
+                    break
                 reply = self._queue.popleft()
+            refusal = self._refusal(reply)
+            if refusal is not None:
+                self._close(Finished(reply, "error", error=refusal), result)
+                continue
             budget -= size
-            admitted += 1
-            self._prefill(reply, result)
+            starting.append(reply)
+        if starting:
+            self._prefill(starting, result)
 
-    def _prefill(self, reply: Reply, result: StepResult) -> None:
-        refusal = self._refusal(reply)
-        if refusal is not None:
-            self._close(Finished(reply, "error", error=refusal), result)
-            return
-        prompt = list(reply.request.prompt_ids)
-        reply.max_new_tokens = min(reply.max_new_tokens, self.max_positions - len(prompt))
-        reply.adapter_key = self._adapter_keys.get(reply.request.adapter) if reply.request.adapter else None
-        reply.generator = make_generator(reply.request.sampling, self.device)
-        slot = len(self._running)
-        self._cache.ensure(slot + 1, len(prompt) + 1)
-        self._ensure_seen_rows(slot + 1)
-        self._seen[slot].zero_()
-        self._seen[slot, torch.tensor(prompt, device=self.device)] = True
+    def _prefill(self, replies: list[Reply], result: StepResult) -> None:
+        """Prefill the starting replies in one forward, copy their caches into new slots, take first tokens."""
+        prompts = [list(r.request.prompt_ids) for r in replies]
+        first_slot = len(self._running)
+        slots = slice(first_slot, first_slot + len(replies))
+        self._cache.ensure(slots.stop, max(map(len, prompts)) + 1)
+        self._ensure_seen_rows(slots.stop)
+        for slot, reply, prompt in zip(range(slots.start, slots.stop), replies, prompts, strict=True):
+            reply.max_new_tokens = min(reply.max_new_tokens, self.max_positions - len(prompt))
+            reply.adapter_key = self._adapter_keys.get(reply.request.adapter) if reply.request.adapter else None
+            reply.generator = make_generator(reply.request.sampling, self.device)
+            self._seen[slot].zero_()
+            self._seen[slot, torch.tensor(prompt, device=self.device)] = True
         try:
-            # The same batch-1 prefill generate runs, into a throwaway cache copied into the slot.
             prefill_cache = DynamicCache(config=self.config)
-            logits = self._forward(
-                torch.tensor([prompt], device=self.device), [reply.adapter_key], cache=prefill_cache
-            )  # (1, vocab)
-            token = self._choose(logits, slice(slot, slot + 1), [reply])
-            self._cache.fill_slot(slot, prefill_cache)
-        except Exception as exc:
-            log.exception("prefill of %s failed", reply.request_id)
-            self._close(Finished(reply, "error", error=f"prefill failed: {exc}"), result)
+            logits, starts = self._prefill_forward(prompts, [r.adapter_key for r in replies], prefill_cache)
+            tokens = self._choose(logits, slots, replies)
+            for offset, (start, prompt) in enumerate(zip(starts, prompts, strict=True)):
+                self._cache.fill_slot(slots.start + offset, prefill_cache, row=offset, start=start, length=len(prompt))
+        except Exception as exc:  # a failed prefill fails these requests, not the engine
+            log.exception("prefill failed")
+            for reply in replies:
+                self._close(Finished(reply, "error", error=f"prefill failed: {exc}"), result)
             return
-        self._running.append(reply)
-        reply.cache_len = len(prompt)
         now = time.monotonic()
-        reply.first_token_at = now
-        self.metrics_store.record_first_token(now - reply.submitted_at, len(prompt))
-        done = self._accept(reply, int(token.item()), result)
-        if done is not None:
-            self._free_slots([slot])
+        finished: list[tuple[int, Finished]] = []
+        for slot, reply, prompt, token_id in zip(
+            range(slots.start, slots.stop), replies, prompts, tokens.tolist(), strict=True
+        ):
+            self._running.append(reply)
+            reply.cache_len, reply.first_token_at = len(prompt), now
+            self.metrics_store.record_first_token(now - reply.submitted_at, len(prompt))
+            done = self._accept(reply, token_id, result)
+            if done is not None:
+                finished.append((slot, done))
+        self._free_slots([slot for slot, _ in finished])
+        for _, done in finished:
             self._close(done, result)
+
+    def _prefill_forward(
+        self, prompts: list[list[int]], adapter_keys: list[str | None], cache: DynamicCache
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Last-position logits (rows, vocab) for several prompts, and where each starts in ``cache``.
+
+        One prompt runs exactly as ``generate`` runs it (no mask, no padding). Several run left-padded
+        in one forward, which is what makes a burst of arrivals cheap: the weights are read once and
+        the matmuls are tall. Each row's real tokens get positions 0..len-1 and see only each other.
+        """
+        if len(prompts) == 1:
+            input_ids = torch.tensor(prompts, device=self.device)
+            return self._forward(input_ids, adapter_keys, cache=cache), [0]
+        longest = max(map(len, prompts))
+        starts = [longest - len(p) for p in prompts]
+        input_ids = torch.tensor(
+            [[self.pad_id] * start + p for start, p in zip(starts, prompts, strict=True)], device=self.device
+        )  # (rows, longest)
+        start = torch.tensor(starts, device=self.device).unsqueeze(1)  # (rows, 1)
+        columns = torch.arange(longest, device=self.device)
+        position_ids = (columns.unsqueeze(0) - start).clamp(min=0)  # (rows, longest)
+        # (rows, 1, query, key): causal, real keys only; a padding query sees itself so no row is all
+        # masked (an all-masked softmax is NaN, and NaN values would leak through 0-weights).
+        causal = columns.view(1, 1, -1) <= columns.view(1, -1, 1)  # (1, query, key)
+        real_key = columns.view(1, 1, -1) >= start.unsqueeze(2)  # (rows, 1, key)
+        mask = ((causal & real_key) | torch.eye(longest, dtype=torch.bool, device=self.device)).unsqueeze(1)
+        logits = self._forward(input_ids, adapter_keys, position_ids=position_ids, attention_mask=mask, cache=cache)
+        return logits, starts
 
     def _refusal(self, reply: Reply) -> str | None:
         """Why this request cannot start, or None."""
@@ -430,7 +463,9 @@ class Engine:
 
     def _ensure_seen_rows(self, rows: int) -> None:
         if rows > self._seen.shape[0]:
-            grown = torch.zeros(max(rows, 2 * self._seen.shape[0], 4), self._seen.shape[1], dtype=torch.bool, device=self.device)
+            grown = torch.zeros(
+                max(rows, 2 * self._seen.shape[0], 4), self._seen.shape[1], dtype=torch.bool, device=self.device
+            )
             grown[: self._seen.shape[0]] = self._seen
             self._seen = grown
 
@@ -465,6 +500,12 @@ class Engine:
             log.info("engine metrics %s", self.metrics())
 
 
+def _why_leaving(reply: Reply, cancelled: set[str], now: float) -> FinishReason | None:
+    if reply.request_id in cancelled:
+        return "cancelled"
+    return "timeout" if reply.expired(now) else None
+
+
 def _eos_ids(model: PreTrainedModel, tokenizer: Any) -> frozenset[int]:
     ids: set[int] = set()
     generation_config = getattr(model, "generation_config", None)
@@ -485,8 +526,14 @@ def pick_device(device: str) -> torch.device:
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-            "float16": torch.float16, "fp16": torch.float16}[dtype]
+    return {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }[dtype]
 
 
 def default_cache_dir() -> Path:

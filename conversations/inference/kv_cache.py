@@ -98,13 +98,13 @@ class SlotCache(Cache):
         for layer in self.slot_layers:
             layer.write_rows, layer.write_cols, layer.read_len = rows, lengths, read_len
 
-    def fill_slot(self, slot: int, prefill: Cache) -> None:
-        """Copy a batch-1 prefill cache (one row, ``length`` positions) into ``slot``."""
-        for layer, source in zip(self.slot_layers, prefill.layers):
+    def fill_slot(self, slot: int, prefill: Cache, row: int = 0, start: int = 0, length: int | None = None) -> None:
+        """Copy ``length`` positions of a prefill cache's ``row``, from column ``start``, into ``slot``."""
+        for layer, source in zip(self.slot_layers, prefill.layers, strict=True):
             assert source.keys is not None and source.values is not None
-            length = source.keys.shape[2]
-            layer.keys[slot, :, :length] = source.keys[0]
-            layer.values[slot, :, :length] = source.values[0]
+            end = source.keys.shape[2] if length is None else start + length
+            layer.keys[slot, :, : end - start] = source.keys[row, :, start:end]
+            layer.values[slot, :, : end - start] = source.values[row, :, start:end]
 
     def move_slot(self, source: int, target: int, length: int) -> None:
         """Copy row ``source``'s first ``length`` positions into row ``target`` (compaction)."""

@@ -22,14 +22,14 @@ def greedy(request_id: str, prompt: tuple[int, ...], max_new_tokens: int = 32, *
 
 def test_it_matches_generate_token_for_token_in_a_mixed_batch(engine, prompts, reference, collector):
     for i, prompt in enumerate(prompts):
-        engine.submit(greedy(f"r{i}", prompt, max_new_tokens=36))
+        engine.submit(greedy(f"r{i}", prompt, max_new_tokens=32))
     collector.drain(engine)
     for i, prompt in enumerate(prompts):
-        assert collector.ids(f"r{i}") == reference.greedy(prompt, 36), f"reply r{i} diverged from generate"
+        assert collector.ids(f"r{i}") == reference.greedy(prompt, 32), f"reply r{i} diverged from generate"
 
 
 def test_it_lets_requests_join_and_leave_mid_loop(engine, prompts, reference, collector):
-    lengths = {"long": 40, "short": 6, "late": 24, "later": 30}
+    lengths = {"long": 32, "short": 6, "late": 24, "later": 28}
     engine.submit(greedy("long", prompts[4], lengths["long"]))
     engine.submit(greedy("short", prompts[1], lengths["short"]))
     running_seen = []
@@ -44,8 +44,12 @@ def test_it_lets_requests_join_and_leave_mid_loop(engine, prompts, reference, co
             break
     assert 3 in running_seen and 1 in running_seen  # grew after joins, shrank after leaves
     assert collector.finished("short") and len(collector.ids("short")) == 6
-    for request_id, prompt in (("long", prompts[4]), ("short", prompts[1]), ("late", prompts[0]), ("later", prompts[3])):
-        assert collector.ids(request_id) == reference.greedy(prompt, lengths[request_id])[: len(collector.ids(request_id))]
+    for request_id, prompt in (
+        ("long", prompts[4]),
+        ("short", prompts[1]),
+        ("late", prompts[0]),
+        ("later", prompts[3]),
+    ):
         assert collector.ids(request_id) == reference.greedy(prompt, lengths[request_id]), request_id
 
 
@@ -134,25 +138,29 @@ def test_it_rejects_an_empty_prompt_and_keeps_serving(engine, prompts, collector
 
 
 def test_it_samples_reproducibly_with_a_seed(engine, prompts, collector):
-    sampling = SamplingParams(temperature=0.9, top_p=0.9, top_k=50, repetition_penalty=1.1, max_new_tokens=16, seed=7)
+    sampling = SamplingParams(temperature=0.9, top_p=0.9, top_k=50, repetition_penalty=1.1, max_new_tokens=8, seed=7)
     engine.submit(GenerationRequest("x", prompts[3], sampling))
     engine.submit(GenerationRequest("y", prompts[3], sampling))
-    engine.submit(GenerationRequest("z", prompts[1], SamplingParams(max_new_tokens=16, seed=8)))
+    engine.submit(GenerationRequest("z", prompts[1], SamplingParams(max_new_tokens=8, seed=8)))
     collector.drain(engine)
     assert collector.ids("x") == collector.ids("y") and len(collector.ids("x")) > 1
 
 
 def test_it_applies_the_repetition_penalty_like_generate(engine, prompts, reference_model, collector):
-    sampling = SamplingParams(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.3, max_new_tokens=24)
+    sampling = SamplingParams(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.3, max_new_tokens=16)
     engine.submit(GenerationRequest("p", prompts[3], sampling))
-    engine.submit(greedy("plain", prompts[1], 24))
+    engine.submit(greedy("plain", prompts[1], 16))
     collector.drain(engine)
     import torch
 
     ids = torch.tensor([prompts[3]])
     expected = reference_model.generate(
-        input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, repetition_penalty=1.3,
-        max_new_tokens=24, pad_token_id=2,
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        repetition_penalty=1.3,
+        max_new_tokens=16,
+        pad_token_id=2,
     )[0, len(prompts[3]) :].tolist()
     assert collector.ids("p") == expected
 

@@ -1,0 +1,350 @@
+"""The engine against plain ``generate``, on this machine. Run by hand, not in CI:
+
+    .venv/bin/python bench/engine_bench.py            # the full run (about 10-15 minutes on 2 cores)
+    .venv/bin/python bench/engine_bench.py --quick    # a smaller run (about 2-3 minutes)
+
+Same model (the packaged SmolLM2-135M-Instruct), same prompts, greedy, fixed output lengths (EOS
+ignored so every method does the same work). One load, one warm-up, then rounds in which the
+methods run interleaved (A, B, C, A, B, C, ...); tables show the median over rounds.
+
+1. All requests at once, concurrency 1/4/16/32: sequential ``generate`` per request, one static
+   padded ``generate`` batch, the engine. Aggregate tokens/s, TTFT and TPOT p50/p95.
+2. Poisson arrivals, output lengths uniform in 8..128: static batching (each batch takes what has
+   arrived, runs to its longest reply) against the engine. Throughput and TTFT.
+3. The roofline: weight bytes read per decode step against the measured memory bandwidth.
+
+The last line printed is ``engine_vs_sequential_16=<ratio>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from conversations.inference.engine import Engine, load_engine  # noqa: E402
+from conversations.inference.metrics import percentile  # noqa: E402
+from conversations.inference.types import GenerationRequest, SamplingParams  # noqa: E402
+
+MESSAGES = (
+    "How do I reset my password? The reset email never arrives.",
+    "My order arrived damaged, the box was crushed. What are my options?",
+    "Can I change the delivery address of an order that has already shipped?",
+    "Explain your refund policy for digital products.",
+    "Hi! Do you ship to Canada, and how long does it take?",
+    "I was charged twice for the same subscription this month. Please help.",
+    "What is the difference between the basic and the premium plan?",
+    "How can I delete my account and all my personal data?",
+)
+
+
+@dataclass
+class Timeline:
+    """When each request arrived, and when each of its tokens came out."""
+
+    arrivals: dict[str, float] = field(default_factory=dict)
+    token_times: dict[str, list[float]] = field(default_factory=dict)
+
+    def tokens(self) -> int:
+        return sum(len(t) for t in self.token_times.values())
+
+    def ttft(self) -> list[float]:
+        return [times[0] - self.arrivals[r] for r, times in self.token_times.items() if times]
+
+    def tpot(self) -> list[float]:
+        return [(t[-1] - t[0]) / (len(t) - 1) for t in self.token_times.values() if len(t) > 1]
+
+    def throughput(self) -> float:
+        start = min(self.arrivals.values())
+        end = max(t[-1] for t in self.token_times.values() if t)
+        return self.tokens() / (end - start)
+
+    def summary(self) -> dict[str, float]:
+        ttft, tpot = self.ttft(), self.tpot()
+        return {
+            "tok/s": self.throughput(),
+            "ttft_p50": percentile(ttft, 50) or 0.0,
+            "ttft_p95": percentile(ttft, 95) or 0.0,
+            "tpot_p50": percentile(tpot, 50) or 0.0,
+            "tpot_p95": percentile(tpot, 95) or 0.0,
+        }
+
+
+@dataclass
+class Job:
+    request_id: str
+    prompt: tuple[int, ...]
+    new_tokens: int
+    arrival: float = 0.0  # seconds after the start of the run
+
+
+class StepClock(StoppingCriteria):
+    """Timestamps every decoding step of ``generate`` (it is called once per new token)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        self.times.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def generate_batch(engine: Engine, jobs: list[Job]) -> list[list[float]]:
+    """One padded ``generate`` call for all jobs; each job's token times (its own length counted)."""
+    model, tokenizer = engine._adapters.model, engine.tokenizer
+    longest = max(len(j.prompt) for j in jobs)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # Left padding, as generate wants for a decoder-only batch.
+    input_ids = torch.tensor([[pad] * (longest - len(j.prompt)) + list(j.prompt) for j in jobs])
+    attention_mask = torch.tensor([[0] * (longest - len(j.prompt)) + [1] * len(j.prompt) for j in jobs])
+    steps = max(j.new_tokens for j in jobs)
+    clock = StepClock()
+    with torch.inference_mode():
+        model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            do_sample=False,
+            max_new_tokens=steps,
+            min_new_tokens=steps,
+            pad_token_id=pad,
+            stopping_criteria=StoppingCriteriaList([clock]),
+        )
+    return [clock.times[: j.new_tokens] for j in jobs]
+
+
+def run_sequential(engine: Engine, jobs: list[Job]) -> Timeline:
+    timeline = Timeline()
+    start = time.perf_counter()
+    for job in jobs:
+        timeline.arrivals[job.request_id] = start
+    for job in jobs:
+        timeline.token_times[job.request_id] = generate_batch(engine, [job])[0]
+    return timeline
+
+
+def run_static_at_once(engine: Engine, jobs: list[Job]) -> Timeline:
+    timeline = Timeline()
+    start = time.perf_counter()
+    for job in jobs:
+        timeline.arrivals[job.request_id] = start
+    for job, times in zip(jobs, generate_batch(engine, jobs), strict=True):
+        timeline.token_times[job.request_id] = times
+    return timeline
+
+
+def run_static_staggered(engine: Engine, jobs: list[Job], max_batch: int = 32) -> Timeline:
+    """Classic static batching: when idle, take whatever has arrived and run it to completion."""
+    timeline = Timeline()
+    start = time.perf_counter()
+    pending = sorted(jobs, key=lambda j: j.arrival)
+    while pending:
+        now = time.perf_counter() - start
+        if pending[0].arrival > now:
+            time.sleep(pending[0].arrival - now)
+            continue
+        batch = [j for j in pending if j.arrival <= now][:max_batch]
+        pending = [j for j in pending if j not in batch]
+        for job, times in zip(batch, generate_batch(engine, batch), strict=True):
+            timeline.arrivals[job.request_id] = start + job.arrival
+            timeline.token_times[job.request_id] = times
+    return timeline
+
+
+def run_engine(engine: Engine, jobs: list[Job]) -> Timeline:
+    timeline = Timeline()
+    start = time.perf_counter()
+    pending = sorted(jobs, key=lambda j: j.arrival)
+    while pending or engine.has_work():
+        now = time.perf_counter() - start
+        while pending and pending[0].arrival <= now:
+            job = pending.pop(0)
+            timeline.arrivals[job.request_id] = start + job.arrival
+            timeline.token_times[job.request_id] = []
+            sampling = SamplingParams(
+                temperature=0.0, repetition_penalty=1.0, max_new_tokens=job.new_tokens, ignore_eos=True
+            )
+            engine.submit(GenerationRequest(job.request_id, job.prompt, sampling))
+        if not engine.has_work():
+            time.sleep(max(0.0, pending[0].arrival - (time.perf_counter() - start)))
+            continue
+        chunks = engine.step()
+        stamp = time.perf_counter()
+        for chunk in chunks:
+            times = timeline.token_times[chunk.request_id]
+            times.extend([stamp] * (chunk.token_count - len(times)))
+    return timeline
+
+
+def median_summary(runs: list[Timeline]) -> dict[str, float]:
+    summaries = [r.summary() for r in runs]
+    return {key: statistics.median(s[key] for s in summaries) for key in summaries[0]}
+
+
+def print_table(title: str, rows: list[tuple[str, dict[str, float]]]) -> None:
+    print(f"\n{title}")
+    print(f"{'':<28}{'tok/s':>9}{'ttft p50':>10}{'ttft p95':>10}{'tpot p50':>10}{'tpot p95':>10}")
+    for label, s in rows:
+        print(
+            f"{label:<28}{s['tok/s']:>9.1f}{s['ttft_p50']:>9.3f}s{s['ttft_p95']:>9.3f}s"
+            f"{s['tpot_p50'] * 1000:>8.1f}ms{s['tpot_p95'] * 1000:>8.1f}ms"
+        )
+    sys.stdout.flush()
+
+
+def make_prompts(engine: Engine) -> list[tuple[int, ...]]:
+    prompts = []
+    for message in MESSAGES:
+        ids = engine.tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True)
+        prompts.append(tuple(ids if isinstance(ids, list) else ids["input_ids"]))
+    return prompts
+
+
+def jobs_at_once(prompts: list[tuple[int, ...]], n: int, new_tokens: int, tag: str) -> list[Job]:
+    return [Job(f"{tag}-{i}", prompts[i % len(prompts)], new_tokens) for i in range(n)]
+
+
+def jobs_poisson(prompts: list[tuple[int, ...]], n: int, rate_per_s: float, seed: int) -> list[Job]:
+    rng = random.Random(seed)
+    t, jobs = 0.0, []
+    for i in range(n):
+        jobs.append(Job(f"p{seed}-{i}", prompts[rng.randrange(len(prompts))], rng.randint(8, 128), arrival=t))
+        t += rng.expovariate(rate_per_s)
+    return jobs
+
+
+def at_once(engine: Engine, prompts: list[tuple[int, ...]], args: argparse.Namespace) -> dict[int, dict[str, dict]]:
+    methods: dict[str, Callable[[Engine, list[Job]], Timeline]] = {
+        "sequential generate": run_sequential,
+        "static batched generate": run_static_at_once,
+        "engine": run_engine,
+    }
+    results: dict[int, dict[str, dict]] = {}
+    for concurrency in args.concurrency:
+        runs: dict[str, list[Timeline]] = {name: [] for name in methods}
+        for round_ in range(args.rounds):
+            for name, method in methods.items():  # interleaved, so drift hits every method alike
+                jobs = jobs_at_once(prompts, concurrency, args.new_tokens, f"c{concurrency}r{round_}{name[:3]}")
+                runs[name].append(method(engine, jobs))
+        results[concurrency] = {name: median_summary(r) for name, r in runs.items()}
+        print_table(
+            f"[1] all at once, concurrency {concurrency}, {args.new_tokens} new tokens each, median of {args.rounds}",
+            list(results[concurrency].items()),
+        )
+    return results
+
+
+def staggered(engine: Engine, prompts: list[tuple[int, ...]], args: argparse.Namespace) -> dict[str, dict]:
+    runs: dict[str, list[Timeline]] = {"static batching": [], "engine": []}
+    for round_ in range(args.rounds):
+        jobs = jobs_poisson(prompts, args.poisson_requests, args.poisson_rate, seed=round_)
+        runs["static batching"].append(run_static_staggered(engine, jobs))
+        runs["engine"].append(
+            run_engine(engine, [Job(j.request_id + "e", j.prompt, j.new_tokens, j.arrival) for j in jobs])
+        )
+    results = {name: median_summary(r) for name, r in runs.items()}
+    print_table(
+        f"[2] Poisson arrivals, {args.poisson_requests} requests at {args.poisson_rate}/s, "
+        f"8..128 new tokens, median of {args.rounds}",
+        list(results.items()),
+    )
+    return results
+
+
+def measure_bandwidth_gbs(size_mb: int = 512, repeats: int = 5) -> float:
+    """Read bandwidth: the best of a few full reductions over a buffer far larger than the caches."""
+    x = torch.ones(size_mb * 2**20 // 4, dtype=torch.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - t)
+    return x.numel() * 4 / best / 1e9
+
+
+def batch1_step_s(engine: Engine, prompt: tuple[int, ...], tokens: int = 32) -> float:
+    """Median decode-step time of the engine with a single running reply."""
+    sampling = SamplingParams(temperature=0.0, repetition_penalty=1.0, max_new_tokens=tokens, ignore_eos=True)
+    engine.submit(GenerationRequest("roofline", prompt, sampling))
+    engine.step()  # the prefill
+    times = []
+    while engine.has_work():
+        t = time.perf_counter()
+        engine.step()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def roofline(engine: Engine, prompts: list[tuple[int, ...]], at_once_results: dict[int, dict[str, dict]]) -> None:
+    model = engine._adapters.model
+    # Every parameter is read once per decode step; a tied embedding is one tensor, read by lm_head.
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    bandwidth = measure_bandwidth_gbs()
+    floor_s = weight_bytes / (bandwidth * 1e9)
+    step_s = batch1_step_s(engine, prompts[0])
+    print("\n[3] roofline (batch-1 decode is a memory-bound read of every weight)")
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    dtype = next(model.parameters()).dtype
+    threads = torch.get_num_threads()
+    print(f"weight bytes per decode step   {weight_bytes / 1e6:8.1f} MB ({params:.1f} M params, {dtype})")
+    print(f"measured read bandwidth        {bandwidth:8.1f} GB/s (torch sum over 512 MB, {threads} threads)")
+    print(f"roofline floor, batch 1        {floor_s * 1000:8.1f} ms/token = {1 / floor_s:.1f} tok/s")
+    print(
+        f"measured engine step, batch 1  {step_s * 1000:8.1f} ms/token = {1 / step_s:.1f} tok/s "
+        f"({floor_s / step_s:.0%} of the roofline)"
+    )
+    for concurrency, methods in at_once_results.items():
+        tokps = methods["engine"]["tok/s"]
+        print(
+            f"engine at concurrency {concurrency:<3}     {tokps:8.1f} tok/s = {tokps * floor_s:.2f}x batch-1 roofline"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="concurrency 1,4,16; 1 round; shorter replies")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    args.concurrency = [1, 4, 16] if args.quick else [1, 4, 16, 32]
+    args.rounds = 1 if args.quick else 3
+    args.new_tokens = 16 if args.quick else 32
+    args.poisson_requests = 16 if args.quick else 32
+    args.poisson_rate = 2.0
+
+    engine = load_engine("", device="cpu", threads=args.threads, max_running=32, max_queue=256)
+    print(
+        f"model {engine.model_name} · torch {torch.__version__} · {torch.get_num_threads()} threads · "
+        f"rounds {args.rounds}"
+    )
+    prompts = make_prompts(engine)
+    warm = jobs_at_once(prompts, 4, 4, "warm")
+    run_sequential(engine, warm[:1]), run_static_at_once(engine, warm), run_engine(engine, warm)
+
+    results = at_once(engine, prompts, args)
+    stag = staggered(engine, prompts, args)
+    roofline(engine, prompts, results)
+
+    print()
+    for concurrency, methods in results.items():
+        ratio = methods["engine"]["tok/s"] / methods["static batched generate"]["tok/s"]
+        print(f"engine_vs_static_{concurrency}={ratio:.2f}")
+    print(f"staggered_engine_vs_static_throughput={stag['engine']['tok/s'] / stag['static batching']['tok/s']:.2f}")
+    print(
+        f"staggered_ttft_p50_static={stag['static batching']['ttft_p50']:.3f}s "
+        f"staggered_ttft_p50_engine={stag['engine']['ttft_p50']:.3f}s"
+    )
+    ratio = results[16]["engine"]["tok/s"] / results[16]["sequential generate"]["tok/s"]
+    print(f"engine_vs_sequential_16={ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
