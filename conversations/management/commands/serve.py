@@ -29,7 +29,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        self.stopping = False
+        # Ctrl-C reaches the children too (same process group); we only stop watching and tidy up.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._request_stop)
         try:
             self._ensure_redis()
             python = sys.executable
@@ -39,12 +42,17 @@ class Command(BaseCommand):
                                    "--concurrency", "1", "--loglevel", "INFO"], python)
             url = f"http://{host}:{port}/"
             self._wait_for(url)
-            self.stdout.write(self.style.SUCCESS(f"\nReady: {url}  (agents and admins: {url}admin/)  Ctrl-C stops all.\n"))
+            if self.stopping:
+                return
+            self.stdout.write(self.style.SUCCESS(f"\nReady: {url}  (agents: {url}agent/, admins: {url}admin/)"))
+            self._wait_for_worker()
+            self.stdout.write("Ctrl-C stops every process.")
             self._watch()
-        except KeyboardInterrupt:
-            pass
         finally:
             self._stop_all()
+
+    def _request_stop(self, *_: object) -> None:
+        self.stopping = True
 
     def _ensure_redis(self) -> None:
         client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1)
@@ -74,8 +82,21 @@ class Command(BaseCommand):
         self.stdout.write(f"  starting {name}")
         self.children.append((name, subprocess.Popen([program, *args], cwd=settings.BASE_DIR)))
 
+    def _wait_for_worker(self) -> None:
+        from conversations import dispatch
+
+        if not dispatch.worker_online():
+            self.stdout.write("The inference worker is loading the model; messages wait until it is up...")
+        while not self.stopping and not dispatch.worker_online():
+            self._check_children()
+            time.sleep(0.5)
+        if not self.stopping:
+            self.stdout.write(self.style.SUCCESS("The inference worker is up: the bot answers."))
+
     def _wait_for(self, url: str) -> None:
         for _ in range(600):
+            if self.stopping:
+                return
             self._check_children()
             try:
                 urllib.request.urlopen(url + "healthz", timeout=1)
@@ -85,11 +106,13 @@ class Command(BaseCommand):
         raise CommandError(f"The web server did not answer on {url}")
 
     def _watch(self) -> None:
-        while True:
+        while not self.stopping:
             self._check_children()
             time.sleep(0.5)
 
     def _check_children(self) -> None:
+        if self.stopping:
+            return
         for name, child in self.children:
             if child.poll() is not None:
                 raise CommandError(f"{name} exited with status {child.returncode}; stopping the rest.")
