@@ -181,3 +181,4 @@ LOGIN_THROTTLE_WINDOW_S = env_int("LOGIN_THROTTLE_WINDOW_S", 300)
 HANDOFF_PHRASES = env_list(
     "HANDOFF_PHRASES", "human,agent,real person,talk to a person,speak to a person,operator,representative"
 )
+AUTHENTICATION_BACKENDS = ["conversations.login_throttle.ThrottledModelBackend"]

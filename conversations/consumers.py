@@ -187,8 +187,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.user = user
+        await events.agents_join(self.channel_name)  # before accepting: no inbox event is missed
         await self.accept()
-        await events.agents_join(self.channel_name)
         await self.send_json({"type": "hello", "agent": roles.display_name(user)})
 
     async def disconnect(self, code: int) -> None:

@@ -45,26 +45,16 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 class ThrottledLoginView(LoginView):
-    """Django's login, refusing further attempts after too many failures (login_throttle)."""
+    """Django's login; while the throttle holds (login_throttle) it answers 429 and says why."""
 
     template_name = "registration/login.html"
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        username = request.POST.get("username", "")
-        if login_throttle.is_throttled(request, username):
-            form = self.get_form()
-            form.errors.clear()
-            context = self.get_context_data(form=form, throttled=True)
+        if login_throttle.is_throttled(request, request.POST.get("username", "")):
+            login_throttle.record_failure(request, request.POST.get("username", ""))
+            context = self.get_context_data(form=self.get_form_class()(request), throttled=True)
             return self.render_to_response(context, status=429)
         return super().post(request, *args, **kwargs)
-
-    def form_invalid(self, form: Any) -> HttpResponse:
-        login_throttle.record_failure(self.request, self.request.POST.get("username", ""))
-        return super().form_invalid(form)
-
-    def form_valid(self, form: Any) -> HttpResponse:
-        login_throttle.record_success(self.request, form.get_user().get_username())
-        return super().form_valid(form)
 
 
 # The agent workspace: every view below is for agents (and staff) only.

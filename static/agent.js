@@ -19,7 +19,6 @@
     socket = new WebSocket(`${scheme}://${location.host}/ws/agent/`);
     socket.onopen = () => {
       retryDelay = 500;
-      setBadge("Live", "online");
       if (conversationId) send({ type: "watch", conversation_id: conversationId });
     };
     socket.onmessage = (event) => handle(JSON.parse(event.data));
@@ -40,7 +39,7 @@
   const forThisConversation = (frame) => conversationId && frame.conversation_id === conversationId;
 
   const handlers = {
-    hello() {},
+    hello() { setBadge("Live", "online"); },
     inbox(frame) {
       if (inboxPage) upsertRow(frame.conversation);
       if (frame.alert && frame.conversation.status === "waiting") alertWaiting(frame.conversation);
@@ -49,6 +48,7 @@
       if (!forThisConversation(frame)) return;
       frame.messages.forEach(renderMessage);
       setStatus(frame.conversation);
+      page.dataset.watching = "1"; // live from here on
     },
     message(frame) { if (forThisConversation(frame)) renderMessage(frame.message); },
     delta(frame) {

@@ -98,3 +98,12 @@ def test_the_agents_group_exists_after_migrating() -> None:
     from django.contrib.auth.models import Group
 
     assert Group.objects.filter(name="agents").exists()
+
+
+@override_settings(LOGIN_THROTTLE_FAILURES=3)
+def test_the_admin_login_is_throttled_too(admin_user: User) -> None:
+    for _ in range(3):
+        Client().post("/admin/login/", {"username": "admin", "password": "wrong"})
+    client = Client(REMOTE_ADDR="10.9.9.9")
+    client.post("/admin/login/", {"username": "admin", "password": "password"})
+    assert "_auth_user_id" not in client.session  # the username itself is throttled

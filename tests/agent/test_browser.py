@@ -174,7 +174,7 @@ def test_a_customer_asks_for_a_person_and_an_agent_takes_over_live(
     assert "is waiting for an agent" in agent.text_content("#alert")
     assert agent.text_content("#rows tr.status-waiting .status") == "Waiting for an agent"
     agent.click("#alert a")
-    agent.wait_for_selector("#agent-connection.online")
+    agent.wait_for_selector("#transcript-page[data-watching='1']")
     agent.wait_for_selector("li.msg.bot.complete")
     assert agent.locator("li.msg.customer .body").first.text_content() == PAYLOAD
     assert agent.locator("li.msg img, li.msg script").count() == 0
