@@ -77,6 +77,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
             "query": query.urlencode(),
             "statuses": Conversation.Status.choices,
             "versions": ModelVersion.objects.order_by("-created_at"),
+            "waiting": Conversation.objects.filter(status=Conversation.Status.WAITING).count(),
         },
     )
 

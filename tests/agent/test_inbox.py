@@ -103,3 +103,11 @@ def test_the_inbox_counts_only_visible_messages(agent_client: Client) -> None:
     response = agent_client.get("/agent/")
     assert response.context["page"][0].message_count == 1
     assert Message.objects.count() == 2
+
+
+def test_the_inbox_says_how_many_wait_for_an_agent(agent_client: Client) -> None:
+    started("a", status="waiting")
+    started("b", status="waiting")
+    started("c")
+    page = agent_client.get("/agent/").content.decode()
+    assert "2 conversations waiting for an agent" in page
