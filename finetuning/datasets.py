@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -195,6 +196,13 @@ class Renderer:
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
+    def prompt_for(self, history: Sequence[Turn]) -> str:
+        """The templated prompt alone, ending where the assistant's reply starts."""
+        chat = build_chat(
+            system_prompt=self.system_prompt, history=history, count_tokens=self.count, budget_tokens=self.max_seq_len
+        )
+        return str(self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False))
+
     def render(self, history: Sequence[Turn], reply: str) -> Rendered | None:
         reply_tokens = self.count(reply)
         budget = self.max_seq_len - reply_tokens - 8
@@ -283,29 +291,37 @@ def snapshot_build(
     return snapshot
 
 
+def whole_sentences(text: str) -> str:
+    """A reply cut by the token limit, back to its last full sentence: never teach stopping mid-word."""
+    end = max(text.rfind(mark) for mark in ".!?")
+    return text[: end + 1] if end > 0 else text
+
+
 def general_replies(
     *,
     model_path: str,
     tokenizer: Any,
     system_prompt: str,
-    max_new_tokens: int = 64,
+    count: int = len(general_prompts.GENERAL),
+    max_new_tokens: int = 48,
     load: Callable[[], Any] | None = None,
 ) -> list[tuple[str, str]]:
-    """The base model's own replies to the general prompts: generated once per model and persona, cached."""
-    prompts = general_prompts.GENERAL
+    """The base model's own replies to the first ``count`` general prompts, generated once per model
+    and persona and cached: the persona shapes the replies, so it is part of the key."""
+    prompts = general_prompts.GENERAL[:count]
     key = hashlib.sha256(json.dumps([model_path, system_prompt, prompts, max_new_tokens]).encode()).hexdigest()[:16]
     path = conf.cache_dir() / f"general-replies-{key}.json"
     if path.exists():
-        return [tuple(pair) for pair in json.loads(path.read_text())]  # type: ignore[misc]
-    from .base import generate_greedy, load_model
+        return [(prompt, reply) for prompt, reply in json.loads(path.read_text())]
+    from . import base
 
-    model = load() if load else load_model(model_path)
+    model = load() if load else base.load_model(model_path)
     renderer = Renderer(tokenizer, system_prompt=system_prompt, max_seq_len=10_000)
-    templated = [renderer.render([Turn("customer", p)], "x").prompt for p in prompts]  # type: ignore[union-attr]
-    replies = generate_greedy(model, tokenizer, templated, max_new_tokens=max_new_tokens)
-    pairs = list(zip(prompts, replies, strict=True))
+    templated = [renderer.prompt_for([Turn("customer", p)]) for p in prompts]
+    replies = base.generate_greedy(model, tokenizer, templated, max_new_tokens=max_new_tokens, batch_size=16)
+    pairs = list(zip(prompts, (whole_sentences(reply) for reply in replies), strict=True))
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(".tmp")
+    staging = path.with_suffix(f".{os.getpid()}.tmp")
     staging.write_text(json.dumps(pairs, ensure_ascii=False, indent=1))
     staging.replace(path)
-    return pairs  # type: ignore[return-value]
+    return pairs

@@ -109,7 +109,7 @@ def evaluate(
     """Every check for both models; the report keeps each model's replies side by side."""
     replays = [e for e in heldout if e.source == "correction"][:max_replays]
     renderer = Renderer(tokenizer, system_prompt=system_prompt, max_seq_len=max_seq_len)
-    unrelated_prompts = [renderer.render([Turn("customer", q)], "x").prompt for q in general_prompts.UNRELATED]  # type: ignore[union-attr]
+    unrelated_prompts = [renderer.prompt_for([Turn("customer", q)]) for q in general_prompts.UNRELATED]
     result: dict[str, Any] = {"heldout_examples": len(heldout), "replayed": len(replays)}
     replies: dict[str, list[str]] = {}
     unrelated: dict[str, list[str]] = {}

@@ -53,15 +53,21 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_start(*, requested_by: Any = None, config: dict[str, Any] | None = None, enqueue: bool = True) -> TrainingRun:
-    """A queued run; its Celery message is published once the row is committed."""
+def run_start(
+    *,
+    requested_by: Any = None,
+    config: dict[str, Any] | None = None,
+    snapshot: DatasetSnapshot | None = None,
+    enqueue: bool = True,
+) -> TrainingRun:
+    """A queued run (on ``snapshot``, or on a fresh build); its Celery message goes out after the commit."""
     from . import tasks
 
     with transaction.atomic():
         busy = TrainingRun.objects.select_for_update().filter(status__in=TrainingRun.ACTIVE_STATUSES).first()
         if busy is not None:
             raise RunAlreadyActive(busy)
-        run = TrainingRun.objects.create(config=config or {}, requested_by=requested_by)
+        run = TrainingRun.objects.create(config=config or {}, requested_by=requested_by, snapshot=snapshot)
         if enqueue:
             tasks.training_run.delay_on_commit(run.id)
     return run
@@ -176,6 +182,14 @@ def _pipeline(run: TrainingRun, owner: str) -> None:
     _guarded(run, owner, phase="training")
 
     def on_progress(progress: training.Progress) -> None:
+        log.info(
+            "run %s step %d/%d loss %.3f %.0f tokens/s",
+            run.id,
+            progress.step,
+            progress.total_steps,
+            progress.loss,
+            progress.tokens_per_s,
+        )
         history = list(run.loss_history) + [[progress.step, progress.loss]]
         run.loss_history = history
         _guarded(
@@ -331,5 +345,7 @@ def snapshot_build_now() -> DatasetSnapshot:
     model_path = base_model_path()
     tokenizer = load_tokenizer(model_path)
     options = datasets.options_from_settings()
-    general = datasets.general_replies(model_path=model_path, tokenizer=tokenizer, system_prompt=options.system_prompt)
+    general = datasets.general_replies(
+        model_path=model_path, tokenizer=tokenizer, system_prompt=options.system_prompt, count=options.general_examples
+    )
     return datasets.snapshot_build(tokenizer=tokenizer, options=options, general_replies=general)

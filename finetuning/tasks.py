@@ -35,3 +35,9 @@ def resume_stale_runs(**_: Any) -> None:
         return
     if stale:
         log.info("re-queued stale training runs %s", stale)
+
+
+@shared_task(queue="finetuning", acks_late=True)
+def snapshot_build() -> int:
+    """A dataset snapshot for the admin to browse before training."""
+    return services.snapshot_build_now().id

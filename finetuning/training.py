@@ -111,14 +111,23 @@ def tokenize(pairs: Sequence[tuple[str, str]], tokenizer: Any, max_seq_len: int)
     return examples
 
 
-def schedule(n_examples: int, config: TrainingConfig) -> list[list[int]]:
-    """Every step's example indices, fixed by the seed, so a resumed run sees the same batches."""
+def schedule(lengths: Sequence[int], config: TrainingConfig) -> list[list[int]]:
+    """Every step's example indices, fixed by the seed, so a resumed run sees the same batches.
+
+    Each epoch is shuffled, then cut into windows of a few batches sorted by length, so a batch
+    holds examples of similar length and little of each step is spent on padding.
+    """
     rng = random.Random(config.seed)
+    window = config.batch_size * 4
     steps = []
     for _ in range(config.epochs):
-        order = list(range(n_examples))
+        order = list(range(len(lengths)))
         rng.shuffle(order)
-        steps += [order[i : i + config.batch_size] for i in range(0, n_examples, config.batch_size)]
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+            batches = [chunk[i : i + config.batch_size] for i in range(0, len(chunk), config.batch_size)]
+            rng.shuffle(batches)
+            steps += batches
     return steps[: config.max_steps] if config.max_steps else steps
 
 
@@ -129,6 +138,17 @@ def collate(batch: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.T
     labels = torch.tensor([e.labels + [IGNORE] * (width - len(e.labels)) for e in batch])
     attention_mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in batch])
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def reply_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the reply tokens, projecting onto the vocabulary only where a reply
+    token is predicted: the 49k-word output layer is a fifth of the model's work per position."""
+    targets = batch["labels"][:, 1:]  # position t predicts token t+1: (batch, width-1)
+    keep = (targets != IGNORE).any(dim=0).nonzero().squeeze(-1)  # positions any row needs: (kept,)
+    logits = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep
+    ).logits  # (batch, kept, vocab)
+    return torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), targets[:, keep], ignore_index=IGNORE)
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -219,7 +239,7 @@ def train(
     examples = tokenize(pairs, tokenizer, config.max_seq_len)
     if not examples:
         raise TrainingDataEmpty("no training examples")
-    steps = schedule(len(examples), config)
+    steps = schedule([len(e.input_ids) for e in examples], config)
     total = len(steps)
     model = lora_model(model, config)
     model.train()
@@ -245,8 +265,7 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * lr_factor(step, total, config.warmup_steps)
         batch = collate([examples[i] for i in steps[step]], tokenizer.pad_token_id)
-        # Forward: (batch, width) ids → mean cross-entropy over the reply tokens only.
-        loss = model(**batch).loss
+        loss = reply_loss(model, batch)
         cancel_check()  # the forward pass is most of a step on a CPU: look again before backward
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)

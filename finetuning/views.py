@@ -1,0 +1,117 @@
+"""Staff pages for the learning loop. No torch here: everything heavy happens on the Celery queue."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from . import selectors, services, tasks
+from .models import DatasetSnapshot, ModelVersion, TrainingRun
+
+
+@staff_member_required
+@require_GET
+def overview(request: HttpRequest) -> HttpResponse:
+    context = {
+        "runs": TrainingRun.objects.select_related("version", "snapshot")[:30],
+        "versions": ModelVersion.objects.all()[:30],
+        "snapshots": DatasetSnapshot.objects.all()[:10],
+        "active": selectors.version_active(),
+        "busy": TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE_STATUSES).first(),
+    }
+    return render(request, "finetuning/overview.html", context)
+
+
+@staff_member_required
+@require_POST
+def run_create(request: HttpRequest) -> HttpResponse:
+    snapshot = None
+    if request.POST.get("snapshot"):
+        snapshot = get_object_or_404(DatasetSnapshot, id=request.POST["snapshot"])
+    try:
+        run = services.run_start(requested_by=request.user, snapshot=snapshot)
+    except services.RunAlreadyActive as busy:
+        messages.warning(request, str(busy))
+        run = busy.run
+    return redirect("finetuning:run_detail", run_id=run.id)
+
+
+@staff_member_required
+@require_GET
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = get_object_or_404(TrainingRun.objects.select_related("version", "snapshot"), id=run_id)
+    return render(request, "finetuning/run.html", {"run": run, "payload": selectors.run_payload(run)})
+
+
+@staff_member_required
+@require_GET
+def run_status(request: HttpRequest, run_id: int) -> JsonResponse:
+    run = get_object_or_404(TrainingRun.objects.select_related("version"), id=run_id)
+    return JsonResponse(selectors.run_payload(run))
+
+
+@staff_member_required
+@require_POST
+def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = get_object_or_404(TrainingRun, id=run_id)
+    services.run_cancel(run=run)
+    return redirect("finetuning:run_detail", run_id=run.id)
+
+
+@staff_member_required
+@require_POST
+def snapshot_create(request: HttpRequest) -> HttpResponse:
+    tasks.snapshot_build.delay()
+    messages.info(request, "Building a dataset on the finetuning queue; it will appear here in a moment.")
+    return redirect("finetuning:overview")
+
+
+@staff_member_required
+@require_GET
+def snapshot_detail(request: HttpRequest, snapshot_id: int) -> HttpResponse:
+    snapshot = get_object_or_404(DatasetSnapshot, id=snapshot_id)
+    examples = snapshot.examples.all()
+    if request.GET.get("source"):
+        examples = examples.filter(source=request.GET["source"])
+    page = Paginator(examples, 25).get_page(request.GET.get("page"))
+    return render(request, "finetuning/snapshot.html", {"snapshot": snapshot, "page": page})
+
+
+@staff_member_required
+@require_GET
+def version_detail(request: HttpRequest, name: str) -> HttpResponse:
+    version = get_object_or_404(ModelVersion.objects.select_related("snapshot"), name=name)
+    context = {
+        "version": version,
+        "metrics": version.metrics,
+        "live": selectors.version_live_results(version),
+        "active": selectors.version_active(),
+    }
+    return render(request, "finetuning/version.html", context)
+
+
+@staff_member_required
+@require_POST
+def version_promote(request: HttpRequest, name: str) -> HttpResponse:
+    version = get_object_or_404(ModelVersion, name=name)
+    try:
+        services.version_promote(version=version, actor=request.user)
+        messages.success(request, f"{version.name} now answers new messages.")
+    except services.LearningLoopError as error:
+        messages.error(request, str(error))
+    return redirect("finetuning:version_detail", name=version.name)
+
+
+@staff_member_required
+@require_POST
+def version_rollback(request: HttpRequest) -> HttpResponse:
+    try:
+        previous = services.version_rollback(actor=request.user)
+        messages.success(request, f"Rolled back: {previous.name if previous else 'the base model'} is serving.")
+    except services.NothingToRollBack as error:
+        messages.error(request, str(error))
+    return redirect("finetuning:overview")

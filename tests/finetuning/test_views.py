@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.test import Client
+
+from finetuning import services
+from finetuning.models import DatasetSnapshot, Example, ModelVersion, TrainingRun
+from finetuning.selectors import version_active
+
+from .conftest import chat, rate
+
+pytestmark = pytest.mark.urls("tests.finetuning.urls")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def staff(agent: Any) -> Client:
+    client = Client(enforce_csrf_checks=False)
+    client.force_login(agent)
+    return client
+
+
+@pytest.fixture
+def candidate(db: Any, tmp_path: Path) -> ModelVersion:
+    (tmp_path / "v1").mkdir()
+    metrics = {
+        "compared_with": "base model",
+        "heldout_loss": {"candidate": 1.2, "active": 2.5},
+        "replay_f1": {"candidate": 0.7, "active": 0.1},
+        "replay_similarity": {"candidate": 0.9, "active": 0.4},
+        "unrelated_leaks": 0,
+        "checks": {"replay_f1_no_worse": True},
+        "replays": [
+            {
+                "question": "Gift wrap?",
+                "correction": "It costs $4.50.",
+                "candidate": "$4.50 per item.",
+                "active": "It is free.",
+                "candidate_f1": 0.5,
+                "active_f1": 0.0,
+            }
+        ],
+        "unrelated": [{"question": "Hi!", "candidate": "Hello!", "active": "Hi!", "leaked": []}],
+    }
+    return ModelVersion.objects.create(
+        name="run-1", base_model="base", adapter_path=str(tmp_path / "v1"), metrics=metrics
+    )
+
+
+def test_the_pages_are_for_staff_only(client: Client, customer: Any) -> None:
+    response = client.get("/training/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create_user("plain", password="x"))
+    assert client.get("/training/").status_code == 302
+    assert client.post("/training/runs/new").status_code == 302
+    assert not TrainingRun.objects.exists()
+
+
+def test_retrain_now_queues_a_run_after_the_commit(staff: Client, django_capture_on_commit_callbacks: Any) -> None:
+    with mock.patch("finetuning.tasks.training_run.delay") as delay, django_capture_on_commit_callbacks(execute=True):
+        response = staff.post("/training/runs/new")
+    run = TrainingRun.objects.get()
+    assert response["Location"] == f"/training/runs/{run.id}/"
+    delay.assert_called_once_with(run.id)
+
+
+def test_retrain_now_while_a_run_is_active_shows_that_run(staff: Client) -> None:
+    busy = services.run_start(enqueue=False)
+    response = staff.post("/training/runs/new")
+    assert response["Location"] == f"/training/runs/{busy.id}/"
+    assert TrainingRun.objects.count() == 1
+
+
+def test_the_run_page_polls_its_progress(staff: Client) -> None:
+    run = services.run_start(enqueue=False)
+    TrainingRun.objects.filter(id=run.id).update(
+        status="running",
+        step=3,
+        total_steps=12,
+        loss_history=[[1, 2.0], [2, 1.5], [3, 1.1]],
+        tokens_per_s=150,
+        eta_s=40,
+    )
+    page = staff.get(f"/training/runs/{run.id}/").content.decode()
+    assert 'id="curve"' in page and f"/training/runs/{run.id}.json" in page
+    status = staff.get(f"/training/runs/{run.id}.json").json()
+    assert (status["step"], status["total_steps"], status["progress"]) == (3, 12, 0.25)
+    assert status["loss_history"][-1] == [3, 1.1] and status["finished"] is False
+
+
+def test_cancel_from_the_run_page(staff: Client) -> None:
+    run = services.run_start(enqueue=False)
+    staff.post(f"/training/runs/{run.id}/cancel")
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.CANCELLED
+
+
+def test_promote_and_roll_back_need_a_csrf_token(agent: Any, candidate: ModelVersion) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(agent)
+    assert client.post(f"/training/versions/{candidate.name}/promote").status_code == 403
+    assert version_active() is None
+
+
+def test_promote_then_roll_back_from_the_pages(staff: Client, candidate: ModelVersion) -> None:
+    staff.post(f"/training/versions/{candidate.name}/promote")
+    assert version_active() == candidate
+    staff.post("/training/rollback")
+    assert version_active() is None
+
+
+def test_the_version_page_shows_the_report_and_live_results(
+    staff: Client, customer: Any, candidate: ModelVersion
+) -> None:
+    _, reply, _, _ = chat(
+        customer, [("customer", "Hi"), ("bot", "Hello from v1"), ("customer", "human"), ("agent", "Hi")]
+    )
+    reply.model_version = candidate
+    reply.save()
+    rate(reply, positive=False)
+    page = staff.get(f"/training/versions/{candidate.name}/").content.decode()
+    assert "Hello from v1" in page and "$4.50 per item." in page and "It is free." in page
+    assert "1 replies in 1 conversations" in page and "👎 1" in page and "1 handed to a person" in page
+
+
+def test_the_dataset_page_shows_examples_with_their_lineage(staff: Client) -> None:
+    snapshot = DatasetSnapshot.objects.create(
+        content_hash="abc123", counts={"examples": 1, "by_source": {"correction": 1}}
+    )
+    Example.objects.create(
+        snapshot=snapshot,
+        source="correction",
+        split="train",
+        chat=[{"role": "user", "content": "Gift wrap?"}],
+        prompt="p",
+        completion="c",
+        reply="It costs $4.50.",
+        rejected="Free.",
+        conversation_id="c0ffee00",
+        message_ids=[7, 8],
+    )
+    page = staff.get(f"/training/datasets/{snapshot.id}/").content.decode()
+    assert "It costs $4.50." in page and "rejected: Free." in page and "messages 7, 8" in page
+
+
+def test_the_web_process_stays_free_of_torch() -> None:
+    probe = (
+        "import sys, django; django.setup(); import finetuning.urls, finetuning.views, finetuning.tasks;"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules); print(heavy);"
+        "sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"DJANGO_SETTINGS_MODULE": "chatbot.settings", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-500:]
