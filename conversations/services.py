@@ -238,9 +238,13 @@ def conversation_takeover(*, conversation: Conversation, agent: Any) -> Transiti
 
 @transaction.atomic
 def conversation_hand_back(*, conversation: Conversation, agent: Any) -> Transition:
-    """The agent gives the conversation back to the bot, which answers the next message."""
+    """The agent gives the conversation back to the bot, which answers the next message.
+
+    A conversation still waiting for an agent can be handed back too (a request made by mistake).
+    """
     conversation = _locked(conversation)
-    _check_holder(conversation, agent)
+    if conversation.status != Conversation.Status.WAITING:
+        _check_holder(conversation, agent)
     return _move(conversation, Conversation.Status.BOT, None)
 
 

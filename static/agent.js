@@ -199,7 +199,7 @@
     if (!page) return;
     const open = status !== "closed", mine = status === "agent" && holder === me;
     $("takeover").disabled = !open || status === "agent";
-    $("hand-back").disabled = status !== "agent";
+    $("hand-back").disabled = !(status === "waiting" || (status === "agent" && holder === me));
     $("close").disabled = !open;
     $("agent-input").disabled = !mine;
     $("agent-input").placeholder = mine ? "Reply to the customer (Enter sends)" : "Take over to reply to the customer";

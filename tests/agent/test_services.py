@@ -218,3 +218,12 @@ def test_messages_to_a_waiting_conversation_are_stored(conversation: Conversatio
     add_messages(conversation)
     services.message_send(conversation=conversation, text="Still there?")
     assert conversation.messages.filter(role="customer").count() == 1
+
+
+def test_a_waiting_conversation_can_be_handed_straight_back_to_the_bot(
+    conversation: Conversation, agent_user: Any
+) -> None:
+    services.handoff_request(conversation=conversation)
+    services.conversation_hand_back(conversation=conversation, agent=agent_user)
+    conversation.refresh_from_db()
+    assert conversation.status == Conversation.Status.BOT
