@@ -99,6 +99,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_handoff(self, frame: dict[str, Any]) -> None:
         transition = await database_sync_to_async(services.handoff_request)(conversation=self.conversation)
+        if not transition.changed:  # asked twice: tell this socket again, do not alert the agents again
+            await self.send_json(await status_frame(transition.conversation))
+            return
         await announce(transition, alert=True)
 
     async def on_feedback(self, frame: dict[str, Any]) -> None:

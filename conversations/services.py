@@ -192,6 +192,7 @@ def reply_retry(*, conversation: Conversation) -> Message:
 class Transition:
     conversation: Conversation
     stopped: Message | None  # the bot reply this transition cancelled, if one was in flight
+    changed: bool = True  # False when the conversation was already where it was asked to go
 
 
 def _locked(conversation: Conversation) -> Conversation:
@@ -222,7 +223,7 @@ def handoff_request(*, conversation: Conversation) -> Transition:
     conversation = _locked(conversation)
     _check_open(conversation)
     if conversation.status != Conversation.Status.BOT:
-        return Transition(conversation, None)  # already waiting, or with an agent
+        return Transition(conversation, None, changed=False)  # already waiting, or with an agent
     return _move(conversation, Conversation.Status.WAITING, None)
 
 

@@ -267,3 +267,17 @@ async def test_a_reply_the_worker_refuses_after_a_takeover_is_shown_cancelled(cu
     done = (await receive_until(chat, "done"))[-1]
     assert (done["message_id"], done["status"]) == (reply.id, "cancelled")
     await chat.disconnect()
+
+
+async def test_asking_twice_for_a_person_alerts_the_agents_once(customer: Any, agent_user: Any) -> None:
+    agent = await open_agent(agent_user)
+    chat, _ = await open_chat(customer)
+    await chat.send_json_to({"type": "handoff"})
+    await receive_until(chat, "status")
+    await receive_until(agent, "inbox")
+    await chat.send_json_to({"type": "handoff"})
+    again = (await receive_until(chat, "status"))[-1]
+    assert again["conversation"]["status"] == "waiting"
+    assert await agent.receive_nothing(timeout=0.3)
+    await chat.disconnect()
+    await agent.disconnect()
