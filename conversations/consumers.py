@@ -71,9 +71,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await events.publish(
             self.conversation.id, events.message_event(selectors.message_payload(result.customer_message))
         )
-        await announce_to_agents(self.conversation, alert=result.handoff)
         if result.handoff:
-            await events.publish(self.conversation.id, await status_frame(self.conversation))
+            await announce(Transition(self.conversation, result.stopped), alert=True)
+        else:
+            await announce_to_agents(self.conversation)
         if result.bot_message is not None:
             await events.publish(
                 self.conversation.id, events.message_event(selectors.message_payload(result.bot_message))

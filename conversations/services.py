@@ -30,6 +30,7 @@ class SendResult:
     bot_message: Message | None
     created: bool  # False when the client_id had been seen before
     handoff: bool = False  # True when the text asked for a person (settings.HANDOFF_PHRASES)
+    stopped: Message | None = None  # the bot reply a handoff cancelled
 
 
 def customer_from_session(session: Any) -> Customer:
@@ -117,9 +118,9 @@ def message_send(*, conversation: Conversation, text: Any, client_id: Any = None
             customer_message = Message.objects.create(
                 conversation=conversation, role=Message.Role.CUSTOMER, text=text, client_id=client_id
             )
-            bot_message = None
+            bot_message = stopped = None
             if handoff:
-                _stop_reply_in_flight(locked)
+                stopped = _stop_reply_in_flight(locked)
                 locked.status = Conversation.Status.WAITING
             elif locked.status == Conversation.Status.BOT:
                 bot_message = _reply_create(locked)
@@ -127,7 +128,7 @@ def message_send(*, conversation: Conversation, text: Any, client_id: Any = None
             conversation.status = locked.status
     except IntegrityError:  # the same client_id raced in from a second socket
         return SendResult(conversation.messages.get(client_id=client_id), None, created=False)
-    return SendResult(customer_message, bot_message, created=True, handoff=handoff)
+    return SendResult(customer_message, bot_message, created=True, handoff=handoff, stopped=stopped)
 
 
 def wants_person(text: str) -> bool:

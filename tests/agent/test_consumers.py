@@ -281,3 +281,20 @@ async def test_asking_twice_for_a_person_alerts_the_agents_once(customer: Any, a
     assert await agent.receive_nothing(timeout=0.3)
     await chat.disconnect()
     await agent.disconnect()
+
+
+async def test_a_handoff_phrase_during_a_reply_cancels_it_on_the_page(customer: Any) -> None:
+    chat, _ = await open_chat(customer)
+    await chat.send_json_to({"type": "message", "text": "Hello", "client_id": "c1"})
+    pending = (await receive_until(chat, lambda f: f["type"] == "message" and f["message"]["role"] == "bot"))[-1]
+    await chat.send_json_to({"type": "message", "text": "No, get me a human", "client_id": "c2"})
+    frames = await receive_until(chat, "status")
+    assert {
+        "type": "done",
+        "message_id": pending["message"]["id"],
+        "text": "",
+        "status": "cancelled",
+        "error": "",
+    } in frames
+    assert frames[-1]["conversation"]["status"] == "waiting"
+    await chat.disconnect()
