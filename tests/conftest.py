@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import uuid
-
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,6 +36,47 @@ def clean_redis(redis_client: redis.Redis) -> redis.Redis:
     for key in redis_client.scan_iter(f"{settings.REDIS_KEY_PREFIX}:*"):
         redis_client.delete(key)
     return redis_client
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer() -> Iterator[None]:
+    """Each async test runs in an event loop of its own; a cached channel layer keeps locks bound
+    to the previous one ("bound to a different event loop"). Cleared before and after each test."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def agent_user(db: Any) -> Any:
+    from django.contrib.auth.models import Group, User
+
+    user = User.objects.create_user("dana", password="a-long-agent-password", first_name="Dana")
+    user.groups.add(Group.objects.get_or_create(name="agents")[0])
+    return user
+
+
+@pytest.fixture
+def second_agent(db: Any) -> Any:
+    from django.contrib.auth.models import Group, User
+
+    user = User.objects.create_user("eli", password="a-long-agent-password", first_name="Eli")
+    user.groups.add(Group.objects.get_or_create(name="agents")[0])
+    return user
+
+
+@pytest.fixture
+def plain_user(db: Any) -> Any:
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user("pat", password="a-long-user-password")
 
 
 @pytest.fixture

@@ -1,13 +1,12 @@
-"""The personas of the agent workspace tests: two customers (from tests/conftest.py), an agent,
-an admin (pytest-django's ``admin_user``) and a signed-in user who is not an agent."""
+"""Helpers of the agent workspace tests. The personas (two customers, two agents, a signed-in
+non-agent) live in tests/conftest.py; the admin is pytest-django's ``admin_user``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.test import Client
 
@@ -17,43 +16,6 @@ from conversations.models import Conversation, Customer, Message
 @pytest.fixture(autouse=True)
 def _fresh_throttle() -> None:
     cache.clear()  # the per-process cache holds the failed-login counts
-
-
-@pytest.fixture(autouse=True)
-def _fresh_channel_layer() -> Iterator[None]:
-    """Each test runs in an event loop of its own; a cached layer keeps locks bound to the last one.
-
-    Cleared before and after, so neither these tests nor the ones that follow inherit one.
-    """
-    from channels.layers import channel_layers
-
-    channel_layers.backends.clear()
-    yield
-    channel_layers.backends.clear()
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def agent_user(db: Any) -> User:
-    user = User.objects.create_user("dana", password="a-long-agent-password", first_name="Dana")
-    user.groups.add(Group.objects.get_or_create(name="agents")[0])
-    return user
-
-
-@pytest.fixture
-def second_agent(db: Any) -> User:
-    user = User.objects.create_user("eli", password="a-long-agent-password", first_name="Eli")
-    user.groups.add(Group.objects.get_or_create(name="agents")[0])
-    return user
-
-
-@pytest.fixture
-def plain_user(db: Any) -> User:
-    return User.objects.create_user("pat", password="a-long-user-password")
 
 
 def customer_client(customer: Customer) -> Client:
