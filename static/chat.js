@@ -58,6 +58,10 @@
         const local = bubbles.get("c:" + message.client_id);
         if (local) { local.li.remove(); bubbles.delete("c:" + message.client_id); }
       }
+      // The web process announces a pending reply while the worker may already have claimed it:
+      // a late "pending" must not wipe a reply that is streaming or done.
+      const shown = bubbles.get(message.id);
+      if (shown && message.status === "pending" && shown.data.status !== "pending") return;
       render(message);
       if (message.role === "bot" && message.status === "streaming") setNotice("");
       updateControls();
