@@ -66,7 +66,9 @@ class AdapterSet:
             expected = module.in_features if kind.startswith("A") else module.out_features
             actual = tensor.shape[1] if kind.startswith("A") else tensor.shape[0]
             if expected != actual:
-                raise AdapterLoadError(f"{path}: {key} has shape {tuple(tensor.shape)}, the base layer wants {expected}")
+                raise AdapterLoadError(
+                    f"{path}: {key} has shape {tuple(tensor.shape)}, the base layer wants {expected}"
+                )
 
     def install(self, name: str, path: Path) -> None:
         """Inject an adapter that ``check`` accepted. The caller holds the model lock."""
