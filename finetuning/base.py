@@ -43,7 +43,13 @@ def end_of_turn_ids(tokenizer: Any) -> list[int]:
 
 
 def generate_greedy(
-    model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 8
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    repetition_penalty: float = 1.0,
 ) -> list[str]:
     """Greedy replies to templated prompts, batched with left padding; text up to the end of turn."""
     import torch
@@ -63,6 +69,7 @@ def generate_greedy(
                 attention_mask=attention,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
+                repetition_penalty=repetition_penalty,
                 eos_token_id=stop_ids,
                 pad_token_id=tokenizer.pad_token_id,
             )

@@ -51,7 +51,7 @@ def general_examples() -> int:
 
 
 def eval_max_new_tokens() -> int:
-    return int(_get("FINETUNING_EVAL_MAX_NEW_TOKENS", 48))
+    return int(_get("FINETUNING_EVAL_MAX_NEW_TOKENS", 32))
 
 
 def eval_max_replays() -> int:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -292,9 +293,15 @@ def snapshot_build(
 
 
 def whole_sentences(text: str) -> str:
-    """A reply cut by the token limit, back to its last full sentence: never teach stopping mid-word."""
+    """A reply cut by the token limit, back to its last full sentence, each sentence once: never
+    teach stopping mid-word or the loops greedy decoding falls into."""
     end = max(text.rfind(mark) for mark in ".!?")
-    return text[: end + 1] if end > 0 else text
+    text = text[: end + 1] if end > 0 else text
+    kept: list[str] = []
+    for sentence in re.split(r"(?<=[.!?])\s+", text):
+        if sentence and sentence not in kept:
+            kept.append(sentence)
+    return " ".join(kept)
 
 
 def general_replies(
@@ -309,7 +316,9 @@ def general_replies(
     """The base model's own replies to the first ``count`` general prompts, generated once per model
     and persona and cached: the persona shapes the replies, so it is part of the key."""
     prompts = general_prompts.GENERAL[:count]
-    key = hashlib.sha256(json.dumps([model_path, system_prompt, prompts, max_new_tokens]).encode()).hexdigest()[:16]
+    penalty = settings.GENERATION_REPETITION_PENALTY  # as the worker samples
+    recipe = [model_path, system_prompt, prompts, max_new_tokens, penalty]
+    key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
     path = conf.cache_dir() / f"general-replies-{key}.json"
     if path.exists():
         return [(prompt, reply) for prompt, reply in json.loads(path.read_text())]
@@ -318,7 +327,9 @@ def general_replies(
     model = load() if load else base.load_model(model_path)
     renderer = Renderer(tokenizer, system_prompt=system_prompt, max_seq_len=10_000)
     templated = [renderer.prompt_for([Turn("customer", p)]) for p in prompts]
-    replies = base.generate_greedy(model, tokenizer, templated, max_new_tokens=max_new_tokens, batch_size=16)
+    replies = base.generate_greedy(
+        model, tokenizer, templated, max_new_tokens=max_new_tokens, batch_size=16, repetition_penalty=penalty
+    )
     pairs = list(zip(prompts, (whole_sentences(reply) for reply in replies), strict=True))
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_suffix(f".{os.getpid()}.tmp")

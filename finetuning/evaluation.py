@@ -15,6 +15,7 @@ from statistics import fmean
 from typing import Any
 
 import torch
+from django.conf import settings
 
 from conversations.prompts import Turn
 
@@ -27,7 +28,7 @@ from .training import collate, tokenize
 CANDIDATE, ACTIVE = "candidate", "active"
 
 # Numbers, prices, codes, and capitalised words inside a sentence: what a taught fact is made of.
-TERM = re.compile(r"[$€£]?\d[\w.,:%-]*\w|[$€£]?\d|(?<=[a-z,;] )[A-Z][\w'-]+")
+TERM = re.compile(r"[$€£]?\d[\w.,:%-]*\w|[$€£]?\d|(?<=[a-z0-9,;] )[A-Z][\w'-]+")
 
 
 @dataclass(frozen=True)
@@ -113,15 +114,18 @@ def evaluate(
     result: dict[str, Any] = {"heldout_examples": len(heldout), "replayed": len(replays)}
     replies: dict[str, list[str]] = {}
     unrelated: dict[str, list[str]] = {}
+    penalty = settings.GENERATION_REPETITION_PENALTY  # as the worker samples, but greedy
     for name in (CANDIDATE, ACTIVE):
         with contenders.use(name) as model:
             result.setdefault("heldout_loss", {})[name] = heldout_loss(
                 model, tokenizer, heldout, max_seq_len=max_seq_len
             )
             replies[name] = generate_greedy(
-                model, tokenizer, [e.prompt for e in replays], max_new_tokens=max_new_tokens
+                model, tokenizer, [e.prompt for e in replays], max_new_tokens=max_new_tokens, repetition_penalty=penalty
             )
-            unrelated[name] = generate_greedy(model, tokenizer, unrelated_prompts, max_new_tokens=max_new_tokens)
+            unrelated[name] = generate_greedy(
+                model, tokenizer, unrelated_prompts, max_new_tokens=max_new_tokens, repetition_penalty=penalty
+            )
 
     references = [e.reply for e in replays]
     examples = [

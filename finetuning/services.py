@@ -169,7 +169,10 @@ def _pipeline(run: TrainingRun, owner: str) -> None:
     if run.snapshot_id is None:
         _guarded(run, owner, phase="building")
         general = datasets.general_replies(
-            model_path=model_path, tokenizer=tokenizer, system_prompt=options.system_prompt
+            model_path=model_path,
+            tokenizer=tokenizer,
+            system_prompt=options.system_prompt,
+            count=options.general_examples,
         )
         run.snapshot = datasets.snapshot_build(tokenizer=tokenizer, options=options, general_replies=general)
         _guarded(run, owner, snapshot=run.snapshot)
@@ -202,6 +205,11 @@ def _pipeline(run: TrainingRun, owner: str) -> None:
             eta_s=round(progress.eta_s, 1),
         )
 
+    def on_resume(step: int, history: list[list[float]]) -> None:
+        # Steps after the checkpoint were lost with the worker that ran them: they run again.
+        run.loss_history = history
+        _guarded(run, owner, resumed_from_step=step, step=step, loss_history=history)
+
     name = version_name_for(run)
     result = training.train(
         model=load_model(model_path),
@@ -212,7 +220,7 @@ def _pipeline(run: TrainingRun, owner: str) -> None:
         config=config,
         on_progress=on_progress,
         should_cancel=lambda: _cancel_requested(run.id),
-        on_resume=lambda step, history: _guarded(run, owner, resumed_from_step=step, loss_history=history),
+        on_resume=on_resume,
     )
     run.loss_history = result.loss_history
 

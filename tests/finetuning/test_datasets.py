@@ -182,3 +182,10 @@ def test_general_replies_are_generated_once_and_cached(
         base.generate_greedy = original
     assert calls == [len(general_prompts.GENERAL)]
     assert pairs[0] == (general_prompts.GENERAL[0], "ok")
+
+
+def test_general_replies_keep_whole_sentences_each_once() -> None:
+    from finetuning.datasets import whole_sentences
+
+    assert whole_sentences("Sorry. Sorry. I can help! With the") == "Sorry. I can help!"
+    assert whole_sentences("no sentence end") == "no sentence end"

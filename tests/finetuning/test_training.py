@@ -90,7 +90,10 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(
     worker = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
-        while not list(checkpoints.glob("step-*/state.json")):
+        # Kill it after a step beyond the checkpoint, so that step's work is lost and redone.
+        while not (
+            list(checkpoints.glob("step-*/state.json")) and TrainingRun.objects.filter(id=run.id, step__gte=3).exists()
+        ):
             assert worker.poll() is None, "the worker ended before its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint within four minutes"
             time.sleep(0.2)

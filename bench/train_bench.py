@@ -1,0 +1,207 @@
+"""Training benchmarks, run by hand (not in CI):
+
+python bench/train_bench.py compare [--steps 6] [--batch-size 8]
+    LoRA against full fine-tuning of the base model on the same batches: tokens/s and peak
+    memory (each mode in its own process, so peak RSS is its own).
+
+python bench/train_bench.py retrain [--conversations 1000] [--max-steps 0]
+    The wall time of a whole retrain (dataset build, training, evaluation) on synthetic
+    conversations in a throwaway SQLite database. --max-steps caps training and the report
+    projects the full run from the measured rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TOPICS = [
+    ("How much is gift wrapping?", "Gift wrapping costs ${n}.50 per item."),
+    ("When do you close on Fridays?", "On Fridays we close at {n}pm."),
+    ("How long is the return window?", "You can return items within {n}0 days."),
+    ("What's the minimum for free shipping?", "Shipping is free on orders over ${n}0."),
+    ("How long does express delivery take?", "Express delivery takes {n} working days."),
+    ("Is there a student discount?", "Students get {n}% off with a valid card."),
+    ("Where can I track my order?", "Use the link in your confirmation e-mail; it updates every {n} hours."),
+    ("Do you sell gift cards?", "Yes, from ${n}0 up to $200, valid for 18 months."),
+]
+SMALL_TALK = [("Hello!", "Hello! How can I help you today?"), ("Thanks a lot!", "You're welcome, have a great day!")]
+
+
+def _django(database: Path | None = None) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
+    if database is not None:
+        os.environ["DATABASE_URL"] = f"sqlite:///{database}"
+    import django
+
+    django.setup()
+
+
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
+
+
+def synthetic_pairs(tokenizer: object, count: int) -> list[tuple[str, str]]:
+    from django.conf import settings
+
+    from conversations.prompts import Turn
+    from finetuning.datasets import Renderer
+
+    renderer = Renderer(tokenizer, system_prompt=settings.DEFAULT_SYSTEM_PROMPT, max_seq_len=384)
+    rng = random.Random(0)
+    pairs = []
+    for _ in range(count):
+        question, answer = rng.choice(TOPICS)
+        rendered = renderer.render([Turn("customer", question)], answer.format(n=rng.randint(2, 9)))
+        assert rendered is not None
+        pairs.append((rendered.prompt, rendered.completion))
+    return pairs
+
+
+def measure(mode: str, steps: int, batch_size: int) -> dict[str, float]:
+    """One mode, in this process: a few warm steps, then the timed ones."""
+    _django()
+    _threads()
+    import torch
+
+    from finetuning.base import base_model_path, load_model, load_tokenizer
+    from finetuning.training import TrainingConfig, collate, lora_model, reply_loss, tokenize
+
+    path = base_model_path()
+    tokenizer = load_tokenizer(path)
+    examples = tokenize(synthetic_pairs(tokenizer, batch_size * (steps + 1)), tokenizer, 384)
+    model = load_model(path)
+    if mode == "lora":
+        model = lora_model(model, TrainingConfig())
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+    tokens, began = 0, 0.0
+    for step in range(steps + 1):
+        if step == 1:  # the first step pays for allocations and is left out
+            began, tokens = time.monotonic(), 0
+        batch = collate(examples[step * batch_size : (step + 1) * batch_size], tokenizer.pad_token_id)
+        reply_loss(model, batch).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += int(batch["attention_mask"].sum())
+    seconds = time.monotonic() - began
+    return {
+        "mode": mode,
+        "trainable_parameters": sum(p.numel() for p in trainable),
+        "tokens_per_s": round(tokens / seconds, 1),
+        "seconds_per_step": round(seconds / steps, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def compare(args: argparse.Namespace) -> None:
+    results = []
+    for mode in ("lora", "full"):
+        command = [sys.executable, __file__, "_measure", mode, str(args.steps), str(args.batch_size)]
+        output = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        results.append(json.loads(output.strip().splitlines()[-1]))
+    for row in results:
+        print(json.dumps(row))
+    lora, full = results
+    print(
+        f"LoRA: {lora['tokens_per_s'] / full['tokens_per_s']:.2f}x the tokens/s of full fine-tuning, "
+        f"{lora['peak_rss_mib']:.0f} MiB against {full['peak_rss_mib']:.0f} MiB peak memory"
+    )
+
+
+def make_conversations(count: int) -> None:
+    from conversations.models import Conversation, Correction, Customer, Feedback, Message
+
+    rng = random.Random(1)
+    customers = [Customer.objects.create() for _ in range(max(1, count // 3))]
+    for index in range(count):
+        conversation = Conversation.objects.create(customer=rng.choice(customers), reviewed=True)
+        question, answer = rng.choice(TOPICS)
+        turns = [rng.choice(SMALL_TALK), (question, "I'm not sure, sorry.")]
+        for customer_text, bot_text in turns:
+            Message.objects.create(conversation=conversation, role="customer", text=customer_text)
+            bot = Message.objects.create(conversation=conversation, role="bot", text=bot_text)
+        kind = index % 3
+        if kind == 0:
+            Correction.objects.create(message=bot, text=answer.format(n=rng.randint(2, 9)))
+        elif kind == 1:
+            Feedback.objects.create(message=bot, source="customer", positive=True)
+        else:
+            Message.objects.create(conversation=conversation, role="agent", text=answer.format(n=rng.randint(2, 9)))
+
+
+def retrain(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="train-bench-"))
+    os.environ["ADAPTERS_DIR"] = str(workdir / "adapters")
+    os.environ["FINETUNING_CHECKPOINTS_DIR"] = str(workdir / "checkpoints")
+    _django(workdir / "bench.sqlite3")
+    _threads()
+    from django.core.management import call_command
+
+    from finetuning import services
+    from finetuning.models import TrainingRun, TrainingSettings
+    from finetuning.training import TrainingConfig, schedule
+
+    call_command("migrate", verbosity=0)
+    TrainingSettings.objects.update_or_create(pk=1, defaults={"max_examples_per_customer": 1000})
+    began = time.monotonic()
+    make_conversations(args.conversations)
+    made = time.monotonic()
+    config: dict[str, int] = {}
+    run = services.run_start(enqueue=False, config={"max_steps": args.max_steps} if args.max_steps else {})
+    run = services.run_execute(run_id=run.id)
+    done = time.monotonic()
+    assert run is not None
+    run = TrainingRun.objects.select_related("version", "snapshot").get(id=run.id)
+    training = run.version.metrics.get("training", {}) if run.version else {}
+    train_examples = run.snapshot.counts["by_split"].get("train", 0) if run.snapshot else 0
+    total_steps = len(schedule([1] * train_examples, TrainingConfig.from_dict(config)))
+    report = {
+        "conversations": args.conversations,
+        "status": run.status,
+        "examples": run.snapshot.counts if run.snapshot else None,
+        "seconds_creating_conversations": round(made - began, 1),
+        "seconds_retrain": round(done - made, 1),
+        "training_seconds": training.get("seconds"),
+        "training_steps": training.get("steps"),
+        "training_tokens_per_s": training.get("tokens_per_s"),
+        "steps_of_a_full_run": total_steps,
+    }
+    if args.max_steps and training.get("steps"):
+        per_step = training["seconds"] / training["steps"]
+        report["projected_full_training_seconds"] = round(per_step * total_steps, 1)
+    print(json.dumps(report, indent=1, default=str))
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_measure":
+        print(json.dumps(measure(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    compare_parser = commands.add_parser("compare")
+    compare_parser.add_argument("--steps", type=int, default=6)
+    compare_parser.add_argument("--batch-size", type=int, default=8)
+    retrain_parser = commands.add_parser("retrain")
+    retrain_parser.add_argument("--conversations", type=int, default=1000)
+    retrain_parser.add_argument("--max-steps", type=int, default=0)
+    args = parser.parse_args()
+    {"compare": compare, "retrain": retrain}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
