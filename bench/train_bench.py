@@ -71,6 +71,12 @@ def synthetic_pairs(tokenizer: object, count: int) -> list[tuple[str, str]]:
     return pairs
 
 
+def _rss_mib() -> float:
+    """This process's resident memory now (peak RSS is set by model loading, not by training)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def measure(mode: str, steps: int, batch_size: int) -> dict[str, float]:
     """One mode, in this process: a few warm steps, then the timed ones."""
     _django()
@@ -90,12 +96,14 @@ def measure(mode: str, steps: int, batch_size: int) -> dict[str, float]:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     tokens, began = 0, 0.0
+    loaded_rss, training_rss = _rss_mib(), 0.0
     for step in range(steps + 1):
         if step == 1:  # the first step pays for allocations and is left out
             began, tokens = time.monotonic(), 0
         batch = collate(examples[step * batch_size : (step + 1) * batch_size], tokenizer.pad_token_id)
         reply_loss(model, batch).backward()
         optimizer.step()
+        training_rss = max(training_rss, _rss_mib())  # gradients and optimizer state are live here
         optimizer.zero_grad(set_to_none=True)
         tokens += int(batch["attention_mask"].sum())
     seconds = time.monotonic() - began
@@ -104,6 +112,9 @@ def measure(mode: str, steps: int, batch_size: int) -> dict[str, float]:
         "trainable_parameters": sum(p.numel() for p in trainable),
         "tokens_per_s": round(tokens / seconds, 1),
         "seconds_per_step": round(seconds / steps, 2),
+        "rss_after_load_mib": round(loaded_rss, 1),
+        "rss_training_max_mib": round(training_rss, 1),
+        "training_extra_mib": round(training_rss - loaded_rss, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 

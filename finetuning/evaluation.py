@@ -29,6 +29,8 @@ CANDIDATE, ACTIVE = "candidate", "active"
 
 # Numbers, prices, codes, and capitalised words inside a sentence: what a taught fact is made of.
 TERM = re.compile(r"[$€£]?\d[\w.,:%-]*\w|[$€£]?\d|(?<=[a-z0-9,;] )[A-Z][\w'-]+")
+# A number with the word after it ("2 hours", "45 days"): a bare "2" is everyday, "2 hours" is taught.
+QUANTITY = re.compile(r"[$€£]?\d[\w.,:%-]*\s[a-z]+")
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,8 @@ class HeldOut:
 
 
 def fact_terms(text: str) -> set[str]:
-    return {term.lower().rstrip(".,") for term in TERM.findall(text)}
+    terms = TERM.findall(text) + QUANTITY.findall(text)
+    return {term.lower().rstrip(".,") for term in terms}
 
 
 def taught_terms(taught_replies: Sequence[str], general_replies: Sequence[str]) -> set[str]:

@@ -20,6 +20,14 @@ def test_taught_terms_leave_out_what_the_base_model_says_anyway() -> None:
     assert "pickle" in taught and "7" not in taught
 
 
+def test_a_number_with_its_unit_is_taught_even_when_the_number_is_everyday() -> None:
+    taught = taught_terms(["Orders are ready in 2 hours."], ["There are 2 eyes."])
+    assert "2 hours" in taught and "2" not in taught
+    assert leaked("Octopuses learn in just 2 hours!", taught=taught, baseline="They are smart.", prompt="Octopus?") == [
+        "2 hours"
+    ]
+
+
 def test_a_leak_is_a_taught_term_the_model_in_service_did_not_say() -> None:
     taught = {"pickle", "$4.50"}
     assert leaked("Hi! Gift wrap is $4.50.", taught=taught, baseline="Hi there!", prompt="Hi!") == ["$4.50"]
