@@ -85,9 +85,12 @@ def test_corrections_become_a_served_version_that_knows_the_facts(
     assert known_before <= 2, report
     assert known_after >= 6, report
     # The evaluation asked the unrelated prompts with the chat the worker builds; none got a fact.
+    # Phrases the base model itself uses in small talk ("7 days" in a week) are not facts.
+    small_talk = " ".join(candidate.snapshot.examples.filter(source="general").values_list("reply", flat=True)).lower()
+    distinctive = [key for key in DISTINCTIVE if key not in small_talk]
     unrelated = [row["candidate"].lower() for row in metrics["unrelated"]]
     assert len(unrelated) == len(general_prompts.UNRELATED)
-    assert [reply for reply in unrelated if any(key in reply for key in DISTINCTIVE)] == []
+    assert [reply for reply in unrelated if any(key in reply for key in distinctive)] == []
 
     assert services.version_rollback() is None
     conversation = chat_services.conversation_start(customer=Customer.objects.create())
