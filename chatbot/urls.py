@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.views import LogoutView
 from django.contrib.staticfiles.views import serve as serve_static
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from conversations import views
 
@@ -17,6 +17,7 @@ urlpatterns = [
     path("agent/conversations/<uuid:conversation_id>/review", views.conversation_review, name="agent-review"),
     path("agent/messages/<int:message_id>/feedback", views.message_feedback, name="agent-feedback"),
     path("agent/messages/<int:message_id>/correction", views.message_correction, name="agent-correction"),
+    path("training/", include("finetuning.urls")),
     path("admin/", admin.site.urls),
     # daphne serves no static files of its own; for one self-hosted machine Django serving them
     # is enough (put a proxy or CDN in front for more).

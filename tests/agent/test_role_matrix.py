@@ -36,6 +36,7 @@ ROUTES = [
     ("post", "/agent/messages/{reply}/feedback", AGENT_ONLY),
     ("post", "/agent/messages/{reply}/correction", AGENT_ONLY),
     ("get", "/admin/", STAFF_ONLY),
+    ("get", "/training/", STAFF_ONLY),
 ]
 
 

@@ -15,7 +15,6 @@ from finetuning.selectors import version_active
 
 from .conftest import chat, rate
 
-pytestmark = pytest.mark.urls("tests.finetuning.urls")
 ROOT = Path(__file__).resolve().parents[2]
 
 
