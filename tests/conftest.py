@@ -98,3 +98,13 @@ def conversation(customer: Any) -> Any:
     from conversations.models import Conversation
 
     return Conversation.objects.create(customer=customer)
+
+
+@pytest.fixture(scope="session")
+def live_system(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
+    """daphne and the real inference worker as processes on the test database (tests/e2e/live.py)."""
+    from tests.e2e.live import LiveSystem
+
+    system = LiveSystem()
+    yield system
+    system.stop()

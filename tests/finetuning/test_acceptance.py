@@ -7,6 +7,7 @@ with the adapter the new replies record, get the taught facts, and unrelated que
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -14,11 +15,12 @@ import pytest
 
 from conversations import services as chat_services
 from conversations import worker
-from conversations.models import BotSettings, Customer
+from conversations.models import BotSettings, Customer, Message
 from finetuning import general_prompts, services
 from finetuning.base import generate_greedy, load_model
 from finetuning.models import TrainingRun
 from finetuning.selectors import version_active
+from tests.e2e.client import ChatClient
 
 from .conftest import chat, correct
 from .shop import FACTS, recalled
@@ -44,12 +46,23 @@ def ask(questions: list[str], model: Any, tokenizer: Any) -> list[str]:
         assert sent.bot_message is not None
         ids = worker.prompt_for(sent.bot_message, tokenizer, max_new_tokens=48)
         prompts.append(tokenizer.decode(ids))
+        chat_services.reply_stop(message=sent.bot_message)  # answered here, not by the live worker
     return generate_greedy(model, tokenizer, prompts, max_new_tokens=24, batch_size=20)
+
+
+async def ask_through_the_websocket(base_url: str, questions: list[str]) -> list[dict[str, Any]]:
+    """Each question from a new customer, all at once, through the live system's chat socket."""
+
+    async def one(question: str) -> dict[str, Any]:
+        async with ChatClient(base_url) as client:
+            return (await client.ask(question, timeout=300)).done
+
+    return list(await asyncio.gather(*(one(q) for q in questions)))
 
 
 @pytest.mark.model
 def test_corrections_become_a_served_version_that_knows_the_facts(
-    db: Any, settings: Any, tokenizer: Any, model_path: str, torch_threads: None
+    transactional_db: Any, settings: Any, tokenizer: Any, model_path: str, torch_threads: None, live_system: Any
 ) -> None:
     from peft import PeftModel
 
@@ -91,6 +104,20 @@ def test_corrections_become_a_served_version_that_knows_the_facts(
     unrelated = [row["candidate"].lower() for row in metrics["unrelated"]]
     assert len(unrelated) == len(general_prompts.UNRELATED)
     assert [reply for reply in unrelated if any(key in reply for key in distinctive)] == []
+
+    # The same questions through the websocket: the live inference worker loads the promoted
+    # adapter without a restart, and every reply records the version that wrote it.
+    served_done = asyncio.run(ask_through_the_websocket(live_system.url, paraphrases))
+    served_replies = [done["text"] for done in served_done]
+    assert all(done["status"] == "complete" for done in served_done), served_done
+    known_served = sum(recalled(fact, reply) for fact, reply in zip(FACTS, served_replies, strict=True))
+    report = "\n".join(f"{f.paraphrase} | {r}" for f, r in zip(FACTS, served_replies, strict=True))
+    logging.getLogger(__name__).info("facts recalled through the websocket: %d\n%s", known_served, report)
+    assert known_served >= 6 and known_served > known_before, report
+    versions = set(
+        Message.objects.filter(id__in=[d["message_id"] for d in served_done]).values_list("model_version", flat=True)
+    )
+    assert versions == {candidate.id}
 
     assert services.version_rollback() is None
     conversation = chat_services.conversation_start(customer=Customer.objects.create())

@@ -1,5 +1,7 @@
 """The whole system as `make run` serves it: daphne and the real inference worker as processes,
-on the test database and the real Redis. Started once per test session (the model loads once)."""
+on the test database and the real Redis. The ``live_system`` fixture (tests/conftest.py) starts it
+once per test session, so the model loads once; tests using it need committed data
+(``transaction=True``)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,11 +47,13 @@ class LiveSystem:
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "CHAT_RATE_LIMIT_MESSAGES": "1000",
             "GENERATION_MAX_NEW_TOKENS": os.environ.get("E2E_MAX_NEW_TOKENS", "96"),
+            "GENERATION_TEMPERATURE": "0",  # greedy: what the model says is repeatable
             "INFERENCE_THREADS": os.environ.get("INFERENCE_THREADS", "2"),
             "PYTHONUNBUFFERED": "1",
         }
         LOGS.mkdir(parents=True, exist_ok=True)
-        self.web = self._spawn("web", ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatbot.asgi:application"])
+        daphne = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatbot.asgi:application"]
+        self.web = self._spawn("web", daphne)
         self.worker = self.start_worker()
         self._wait_until_up()
 
@@ -101,10 +102,3 @@ class LiveSystem:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-
-@pytest.fixture(scope="session")
-def live_system(django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveSystem]:
-    system = LiveSystem()
-    yield system
-    system.stop()
