@@ -418,17 +418,22 @@ def reply_claim(*, message_id: int) -> Message | None:
     return message
 
 
-def reply_progress(*, updates: dict[int, tuple[str, int, datetime]]) -> None:
+def reply_progress(*, updates: dict[int, tuple[str, int, datetime]]) -> set[int]:
     """Save the text so far of streaming replies, so a reloading browser gets it from the database.
 
     ``updates`` maps a message id to (text so far, tokens so far, when its first token came).
+    Returns the ids no longer streaming (stopped by a takeover, or deleted), to stop generating.
     """
+    gone = set()
     with transaction.atomic():
         for message_id, (text, token_count, first_token_at) in updates.items():
-            Message.objects.filter(id=message_id, status=Message.Status.STREAMING).update(
+            saved = Message.objects.filter(id=message_id, status=Message.Status.STREAMING).update(
                 text=text, token_count=token_count
             )
+            if not saved:
+                gone.add(message_id)
             Message.objects.filter(id=message_id, first_token_at__isnull=True).update(first_token_at=first_token_at)
+    return gone
 
 
 def reply_finish(
@@ -439,10 +444,11 @@ def reply_finish(
     token_count: int,
     first_token_at: datetime | None = None,
     error: str = "",
-) -> Message:
+) -> Message | None:
+    """Store a reply's end; None when the message is gone (its conversation was deleted meanwhile)."""
     Message.objects.filter(id=message_id).update(
         text=text, status=status, token_count=token_count, error=error[:200], finished_at=timezone.now()
     )
     if first_token_at is not None:
         Message.objects.filter(id=message_id, first_token_at__isnull=True).update(first_token_at=first_token_at)
-    return Message.objects.get(id=message_id)
+    return Message.objects.filter(id=message_id).first()

@@ -235,9 +235,9 @@ class InferenceWorker:
         message = await sync_to_async(services.reply_finish)(
             message_id=message_id, text="", status=Message.Status.FAILED, token_count=0, error="could not build the prompt"
         )
-        await events.publish(
-            str(message.conversation_id), events.done_event(message.id, "", message.status, message.error)
-        )
+        if message is not None:
+            done = events.done_event(message.id, "", message.status, message.error)
+            await events.publish(str(message.conversation_id), done)
         await self._ack(entry_id)
 
     async def _listen_cancel(self) -> None:
@@ -287,21 +287,27 @@ class InferenceWorker:
             if len(r.text) > r.sent and r.finish is None
         }
         if streaming:
-            await sync_to_async(services.reply_progress)(updates=streaming)
+            for message_id in await sync_to_async(services.reply_progress)(updates=streaming):
+                self.engine.cancel(str(message_id))  # stopped elsewhere, or deleted: stop decoding it
         for message_id, (text, finish) in snapshot.items():
             reply = self.replies[message_id]
-            if len(text) > reply.sent:
-                delta = events.delta_event(message_id, reply.sent, text[reply.sent :])
-                await events.publish(reply.conversation_id, delta)
-                reply.sent = len(text)
-            if finish is not None:
-                await self._finish(reply, finish)
+            try:
+                if len(text) > reply.sent:
+                    delta = events.delta_event(message_id, reply.sent, text[reply.sent :])
+                    await events.publish(reply.conversation_id, delta)
+                    reply.sent = len(text)
+                if finish is not None:
+                    await self._finish(reply, finish)
+            except Exception:  # one reply's trouble must not stall the others
+                log.exception("could not publish reply %s; dropping it", message_id)
+                self.replies.pop(message_id, None)
+                await self._ack(reply.entry_id)
 
     async def _finish(self, reply: Reply, chunk: TokenChunk) -> None:
         assert chunk.finish_reason is not None
         status = FINISH_STATUS[chunk.finish_reason]
         error = chunk.error or ("the reply took too long" if chunk.finish_reason == "timeout" else "")
-        await sync_to_async(services.reply_finish)(
+        stored = await sync_to_async(services.reply_finish)(
             message_id=reply.message_id,
             text=reply.text,
             status=status,
@@ -309,7 +315,8 @@ class InferenceWorker:
             first_token_at=reply.first_token_at,
             error=error,
         )
-        await events.publish(reply.conversation_id, events.done_event(reply.message_id, reply.text, status, error))
+        if stored is not None:
+            await events.publish(reply.conversation_id, events.done_event(reply.message_id, reply.text, status, error))
         del self.replies[reply.message_id]
         await self._ack(reply.entry_id)
         log.info("reply %s %s: %d tokens", reply.message_id, chunk.finish_reason, reply.token_count)

@@ -223,3 +223,22 @@ async def test_when_the_engine_queue_is_full_customers_hear_it_and_are_answered_
     assert finished == ["Alice", "Bob", "Carol"]
     for socket in (alice, bob, carol):
         await socket.disconnect()
+
+
+async def test_a_conversation_deleted_mid_reply_does_not_stall_the_others(
+    customer: Any, second_customer: Any, start_worker: Any
+) -> None:
+    from conversations.models import Conversation
+
+    engine = FakeEngine(default_reply=LONG_REPLY, step_delay_s=0.03)
+    start_worker(engine)
+    doomed = await open_chat(customer)
+    await doomed.send_json_to({"type": "message", "text": "go"})
+    await receive_until(doomed, "delta")
+    await database_sync_to_async(Conversation.objects.filter(customer=customer).delete)()
+    await doomed.disconnect()
+    other = await open_chat(second_customer)
+    await other.send_json_to({"type": "message", "text": "hello"})
+    done = (await receive_until(other, "done", timeout=10))[-1]
+    assert done["status"] == "complete" and done["text"] == LONG_REPLY
+    await other.disconnect()
