@@ -50,10 +50,16 @@ def start_system(args: argparse.Namespace, scratch: Path) -> tuple[str, list[sub
     log = open(scratch / "system.log", "wb")  # noqa: SIM115
     port = 8700 + os.getpid() % 200
     processes = [
-        subprocess.Popen([python, "-m", "daphne", "-p", str(port), "chatbot.asgi:application"],
-                         cwd=ROOT, env=env, stdout=log, stderr=log),
-        subprocess.Popen([python, "manage.py", "inference_worker", "--consumer", prefix],
-                         cwd=ROOT, env=env, stdout=log, stderr=log),
+        subprocess.Popen(
+            [python, "-m", "daphne", "-p", str(port), "chatbot.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+        ),
+        subprocess.Popen(
+            [python, "manage.py", "inference_worker", "--consumer", prefix], cwd=ROOT, env=env, stdout=log, stderr=log
+        ),
     ]
     url = f"http://127.0.0.1:{port}"
     import json
@@ -77,8 +83,13 @@ async def through_websocket(url: str, rounds: int) -> list[tuple[float, float, s
             exchange = await chat.ask(QUESTIONS[i % len(QUESTIONS)])
         assert exchange.first_delta_at and exchange.done_at
         if i:
-            results.append((exchange.first_delta_at - exchange.sent_at, exchange.done_at - exchange.first_delta_at,
-                            exchange.done["text"]))
+            results.append(
+                (
+                    exchange.first_delta_at - exchange.sent_at,
+                    exchange.done_at - exchange.first_delta_at,
+                    exchange.done["text"],
+                )
+            )
     return results
 
 
@@ -101,10 +112,11 @@ def direct_generate(rounds: int, args: argparse.Namespace) -> tuple[list[tuple[f
         started = time.perf_counter()
         output: list[torch.Tensor] = []
 
-        def run() -> None:
+        def run(ids: dict = ids, streamer: TextIteratorStreamer = streamer, output: list = output) -> None:
             with torch.no_grad():
-                output.append(model.generate(**ids, max_new_tokens=args.max_new_tokens, do_sample=False,
-                                             streamer=streamer))
+                output.append(
+                    model.generate(**ids, max_new_tokens=args.max_new_tokens, do_sample=False, streamer=streamer)
+                )
 
         thread = threading.Thread(target=run)
         thread.start()

@@ -122,9 +122,7 @@ class Feedback(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["message", "source"], name="feedback_one_per_source")
-        ]
+        constraints = [models.UniqueConstraint(fields=["message", "source"], name="feedback_one_per_source")]
 
 
 class Correction(models.Model):

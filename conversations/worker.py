@@ -94,10 +94,7 @@ def sampling_from_settings() -> SamplingParams:
 
 def prompt_for(message: Message, tokenizer: Any, *, max_new_tokens: int) -> list[int]:
     """The chat-template token ids for answering ``message``, from the stored history before it."""
-    history = [
-        prompts.Turn(m.role, m.text)
-        for m in message.conversation.messages.filter(id__lt=message.id)
-    ]
+    history = [prompts.Turn(m.role, m.text) for m in message.conversation.messages.filter(id__lt=message.id)]
     chat = prompts.build_chat(
         system_prompt=BotSettings.load().system_prompt or settings.DEFAULT_SYSTEM_PROMPT,
         history=history,
@@ -140,7 +137,9 @@ class InferenceWorker:
 
     def __post_init__(self) -> None:
         self.redis = aioredis.Redis.from_url(
-            settings.REDIS_URL, decode_responses=True, socket_timeout=None  # pub/sub waits indefinitely
+            settings.REDIS_URL,
+            decode_responses=True,
+            socket_timeout=None,  # pub/sub waits indefinitely
         )
         self.replies: dict[int, Reply] = {}
         self.waiting: deque[Prepared] = deque()  # the engine's queue was full: retried in order
@@ -233,7 +232,11 @@ class InferenceWorker:
 
     async def _fail_unprepared(self, entry_id: str, message_id: int) -> None:
         message = await sync_to_async(services.reply_finish)(
-            message_id=message_id, text="", status=Message.Status.FAILED, token_count=0, error="could not build the prompt"
+            message_id=message_id,
+            text="",
+            status=Message.Status.FAILED,
+            token_count=0,
+            error="could not build the prompt",
         )
         if message is not None:
             done = events.done_event(message.id, "", message.status, message.error)

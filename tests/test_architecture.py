@@ -18,7 +18,10 @@ def test_the_web_process_never_imports_torch() -> None:
         "print(','.join(heavy)); sys.exit(1 if heavy else 0)"
     )
     result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         env={"DJANGO_SETTINGS_MODULE": "chatbot.settings", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, f"the web process imported {result.stdout.strip()} {result.stderr[-500:]}"

@@ -39,8 +39,12 @@ def test_it_starts_the_window_with_a_customer_turn() -> None:
 
 
 def test_it_clips_a_single_turn_longer_than_the_budget_from_the_front() -> None:
-    chat = build_chat(system_prompt="", history=[Turn("customer", " ".join(map(str, range(400))))],
-                      count_tokens=words, budget_tokens=50)
+    chat = build_chat(
+        system_prompt="",
+        history=[Turn("customer", " ".join(map(str, range(400))))],
+        count_tokens=words,
+        budget_tokens=50,
+    )
     assert chat[0]["content"].endswith("399")
     assert words(chat[0]["content"]) <= 50
 
@@ -52,6 +56,7 @@ def test_it_skips_system_notes_and_empty_turns_and_merges_repeated_roles() -> No
 
 
 def test_agents_speak_in_the_assistants_seat() -> None:
-    chat = build_chat(system_prompt="", history=[Turn("customer", "q"), Turn("agent", "a")],
-                      count_tokens=words, budget_tokens=100)
+    chat = build_chat(
+        system_prompt="", history=[Turn("customer", "q"), Turn("agent", "a")], count_tokens=words, budget_tokens=100
+    )
     assert chat[-1] == {"role": "assistant", "content": "a"}

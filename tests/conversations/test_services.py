@@ -39,8 +39,13 @@ def test_it_does_not_store_a_resend_twice(conversation: Conversation, clean_redi
 
 @pytest.mark.parametrize(
     ("text", "code"),
-    [("", "empty_text"), ("   ", "empty_text"), (None, "empty_text"), (42, "empty_text"),
-     ("x" * (settings.CHAT_MAX_MESSAGE_CHARS + 1), "text_too_long")],
+    [
+        ("", "empty_text"),
+        ("   ", "empty_text"),
+        (None, "empty_text"),
+        (42, "empty_text"),
+        ("x" * (settings.CHAT_MAX_MESSAGE_CHARS + 1), "text_too_long"),
+    ],
 )
 def test_it_rejects_bad_text_and_stores_nothing(conversation: Conversation, text: Any, code: str) -> None:
     with pytest.raises(ChatError) as error:

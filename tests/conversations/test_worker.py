@@ -218,7 +218,9 @@ async def test_when_the_engine_queue_is_full_customers_hear_it_and_are_answered_
     bob_frames = await receive_until(bob, "done", timeout=20)
     assert not any(f["type"] == "notice" and f["code"] == "busy" for f in bob_frames)
     finished = await database_sync_to_async(list)(
-        Message.objects.filter(role="bot").order_by("finished_at").values_list("conversation__customer__display_name", flat=True)
+        Message.objects.filter(role="bot")
+        .order_by("finished_at")
+        .values_list("conversation__customer__display_name", flat=True)
     )
     assert finished == ["Alice", "Bob", "Carol"]
     for socket in (alice, bob, carol):

@@ -38,8 +38,23 @@ class Command(BaseCommand):
             python = sys.executable
             self._start("web", ["-m", "daphne", "-b", host, "-p", str(port), "chatbot.asgi:application"], python)
             self._start("inference", ["manage.py", "inference_worker"], python)
-            self._start("celery", ["-m", "celery", "-A", "chatbot", "worker", "-Q", "default,finetuning",
-                                   "--concurrency", "1", "--loglevel", "INFO"], python)
+            self._start(
+                "celery",
+                [
+                    "-m",
+                    "celery",
+                    "-A",
+                    "chatbot",
+                    "worker",
+                    "-Q",
+                    "default,finetuning",
+                    "--concurrency",
+                    "1",
+                    "--loglevel",
+                    "INFO",
+                ],
+                python,
+            )
             url = f"http://{host}:{port}/"
             self._wait_for(url)
             if self.stopping:
@@ -68,8 +83,11 @@ class Command(BaseCommand):
                 "or point REDIS_URL at a running Redis."
             )
         self.stdout.write(f"Starting redis-server on port {where.port or 6379}...")
-        self._start("redis", ["--port", str(where.port or 6379), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no"], "redis-server")
+        self._start(
+            "redis",
+            ["--port", str(where.port or 6379), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            "redis-server",
+        )
         for _ in range(50):
             try:
                 client.ping()
@@ -118,10 +136,10 @@ class Command(BaseCommand):
                 raise CommandError(f"{name} exited with status {child.returncode}; stopping the rest.")
 
     def _stop_all(self) -> None:
-        for name, child in reversed(self.children):
+        for _, child in reversed(self.children):
             if child.poll() is None:
                 child.terminate()
-        for name, child in self.children:
+        for _, child in self.children:
             try:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
