@@ -108,3 +108,13 @@ def live_system(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
     system = LiveSystem()
     yield system
     system.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Real headless Chromium (tests/e2e/browser.py). Module-scoped: Playwright's sync API keeps an
+    event loop running in this thread while the browser is open, which asyncio tests in later
+    modules need gone."""
+    from tests.e2e.browser import launch
+
+    yield from launch()

@@ -13,6 +13,7 @@ def test_the_web_process_never_imports_torch() -> None:
     probe = (
         "import sys, django; django.setup();"
         "import chatbot.asgi, chatbot.urls, conversations.consumers, conversations.worker;"
+        "import finetuning.urls, finetuning.views, finetuning.tasks;"
         "from django.urls import get_resolver; get_resolver().url_patterns;"
         "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules);"
         "print(','.join(heavy)); sys.exit(1 if heavy else 0)"

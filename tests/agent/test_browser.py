@@ -6,127 +6,29 @@ replies, the customer sees it live, the agent hands back and the bot answers aga
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.test import Client
 
 from conversations.models import Conversation, Correction, Feedback, Message
+from tests.e2e.live import LiveSystem
 
-ROOT = Path(__file__).resolve().parents[2]
-LOGS = ROOT / "var" / "test-logs"
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PAYLOAD = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def database_url() -> str:
-    from django.db import connection
-
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class FakeSystem:
-    """daphne and ``inference_worker --fake`` as processes, on the test database and Redis prefix."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url(),
-            "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX,
-            "CHANNEL_PREFIX": settings.REDIS_KEY_PREFIX,
-            "ALLOWED_HOSTS": "127.0.0.1",
-            "CHAT_RATE_LIMIT_MESSAGES": "1000",
-            "PYTHONUNBUFFERED": "1",
-        }
-        LOGS.mkdir(parents=True, exist_ok=True)
-        self.processes = [
-            self._spawn(
-                env, "agent-web", ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatbot.asgi:application"]
-            ),
-            self._spawn(
-                env, "agent-worker", ["manage.py", "inference_worker", "--fake", "--consumer", f"agent-{self.port}"]
-            ),
-        ]
-        self._wait_until_up()
-
-    def _spawn(self, env: dict[str, str], name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = open(LOGS / f"{name}-{self.port}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def _wait_until_up(self) -> None:
-        import json
-
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in self.processes):
-                raise RuntimeError(f"a process exited early; see {LOGS}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
-                    if json.load(response)["worker_online"]:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"daphne or the fake worker did not come up; see {LOGS}")
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the ORM calls here are synchronous.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def fake_system(browser: Any, django_db_setup: Any, django_db_blocker: Any) -> Iterator[FakeSystem]:
-    system = FakeSystem()
+def fake_system(browser: Any, django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveSystem]:
+    system = LiveSystem(fake=True)
     yield system
     system.stop()
 
 
-def signed_in_context(browser: Any, system: FakeSystem, user: Any) -> Any:
+def signed_in_context(browser: Any, system: LiveSystem, user: Any) -> Any:
     client = Client()
     client.force_login(user)
     context = browser.new_context()
@@ -135,7 +37,7 @@ def signed_in_context(browser: Any, system: FakeSystem, user: Any) -> Any:
 
 
 def test_a_customer_asks_for_a_person_and_an_agent_takes_over_live(
-    fake_system: FakeSystem, browser: Any, agent_user: Any
+    fake_system: LiveSystem, browser: Any, agent_user: Any
 ) -> None:
     dialogs: list[str] = []
     agent = signed_in_context(browser, fake_system, agent_user).new_page()

@@ -13,10 +13,8 @@ CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Module-scoped: Playwright's sync API keeps an event loop running in this thread while the
-    browser is open, and asyncio tests in later modules need the thread free of it."""
+def launch() -> Iterator[Any]:
+    """Chromium for as long as the caller iterates: the ``browser`` fixture (tests/conftest.py)."""
     if not CHROMIUM.exists():
         if os.environ.get("REQUIRE_BROWSER"):
             pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")

@@ -36,7 +36,10 @@ def free_port() -> int:
 
 
 class LiveSystem:
-    def __init__(self) -> None:
+    """daphne and an inference worker (the real model, or ``--fake`` scripted replies)."""
+
+    def __init__(self, *, fake: bool = False) -> None:
+        self.fake = fake
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -62,7 +65,10 @@ class LiveSystem:
         return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
     def start_worker(self) -> subprocess.Popen[bytes]:
-        self.worker = self._spawn("worker", ["manage.py", "inference_worker", "--consumer", f"e2e-{self.port}"])
+        command = ["manage.py", "inference_worker", "--consumer", f"e2e-{self.port}"] + (
+            ["--fake"] if self.fake else []
+        )
+        self.worker = self._spawn("worker", command)
         return self.worker
 
     def kill_worker(self) -> None:

@@ -9,8 +9,6 @@ import pytest
 
 from conversations.models import Message
 
-from .browser import browser  # noqa: F401 - the fixture
-
 pytestmark = [pytest.mark.browser, pytest.mark.model, pytest.mark.django_db(transaction=True)]
 
 
@@ -34,7 +32,7 @@ def watch_streaming(page: Any, timeout_s: float = 120) -> list[str]:
     raise AssertionError(f"the reply never finished; saw {seen[-1:]}")
 
 
-def test_a_customer_chats_reloads_and_stops_a_reply(live_system: Any, browser: Any) -> None:  # noqa: F811
+def test_a_customer_chats_reloads_and_stops_a_reply(live_system: Any, browser: Any) -> None:
     page = browser.new_context().new_page()
     page.goto(live_system.url + "/")
     page.wait_for_selector("#connection.online")
@@ -71,7 +69,7 @@ def test_a_customer_chats_reloads_and_stops_a_reply(live_system: Any, browser: A
     assert reply is not None and reply.status == "cancelled" and reply.text.startswith(partial[:20])
 
 
-def test_markup_typed_by_a_customer_is_shown_as_text(live_system: Any, browser: Any) -> None:  # noqa: F811
+def test_markup_typed_by_a_customer_is_shown_as_text(live_system: Any, browser: Any) -> None:
     page = browser.new_context().new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -148,19 +146,3 @@ def test_the_dataset_page_shows_examples_with_their_lineage(staff: Client) -> No
     )
     page = staff.get(f"/training/datasets/{snapshot.id}/").content.decode()
     assert "It costs $4.50." in page and "rejected: Free." in page and "messages 7, 8" in page
-
-
-def test_the_web_process_stays_free_of_torch() -> None:
-    probe = (
-        "import sys, django; django.setup(); import finetuning.urls, finetuning.views, finetuning.tasks;"
-        "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules); print(heavy);"
-        "sys.exit(1 if heavy else 0)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={"DJANGO_SETTINGS_MODULE": "chatbot.settings", "PATH": "/usr/bin:/bin"},
-    )
-    assert result.returncode == 0, result.stdout + result.stderr[-500:]
