@@ -232,23 +232,19 @@ class AgentConsumer(AsyncWebsocketConsumer):
         history = await database_sync_to_async(history_frame)(conversation)
         await self.send_json({**history, "conversation_id": self.watching})
 
-    async def on_takeover(self, conversation: Conversation, frame: dict[str, Any]) -> None:
-        transition = await database_sync_to_async(services.conversation_takeover)(
-            conversation=conversation, agent=self.user
-        )
+    async def _transition(self, change: Any, conversation: Conversation) -> None:
+        """Take over, hand back or close: one service call, then its events to everyone concerned."""
+        transition = await database_sync_to_async(change)(conversation=conversation, agent=self.user)
         await announce(transition)
+
+    async def on_takeover(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        await self._transition(services.conversation_takeover, conversation)
 
     async def on_hand_back(self, conversation: Conversation, frame: dict[str, Any]) -> None:
-        transition = await database_sync_to_async(services.conversation_hand_back)(
-            conversation=conversation, agent=self.user
-        )
-        await announce(transition)
+        await self._transition(services.conversation_hand_back, conversation)
 
     async def on_close(self, conversation: Conversation, frame: dict[str, Any]) -> None:
-        transition = await database_sync_to_async(services.conversation_close)(
-            conversation=conversation, agent=self.user
-        )
-        await announce(transition)
+        await self._transition(services.conversation_close, conversation)
 
     async def on_message(self, conversation: Conversation, frame: dict[str, Any]) -> None:
         result = await database_sync_to_async(services.agent_message_send)(

@@ -282,6 +282,10 @@ class Engine:
             done = self._accept(reply, token_id, result)
             if done is not None:
                 finished.append((slot, done))
+        self._retire(finished, result)
+
+    def _retire(self, finished: list[tuple[int, Finished]], result: StepResult) -> None:
+        """Free the slots of finished replies at once, then emit their last chunks."""
         self._free_slots([slot for slot, _ in finished])
         for _, done in finished:
             self._close(done, result)
@@ -341,9 +345,7 @@ class Engine:
             done = self._accept(reply, token_id, result)
             if done is not None:
                 finished.append((slot, done))
-        self._free_slots([slot for slot, _ in finished])
-        for _, done in finished:
-            self._close(done, result)
+        self._retire(finished, result)
 
     def _prefill_forward(
         self, prompts: list[list[int]], adapter_keys: list[str | None], cache: DynamicCache
