@@ -19,6 +19,7 @@ The last line printed is ``engine_vs_sequential_16=<ratio>``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import statistics
 import sys
@@ -46,6 +47,9 @@ MESSAGES = (
     "What is the difference between the basic and the premium plan?",
     "How can I delete my account and all my personal data?",
 )
+
+
+PREFIX_CACHE_TOKENS = 4096  # the worker's default (INFERENCE_PREFIX_CACHE_TOKENS)
 
 
 @dataclass
@@ -201,28 +205,38 @@ def print_table(title: str, rows: list[tuple[str, dict[str, float]]]) -> None:
     sys.stdout.flush()
 
 
-def make_prompts(engine: Engine) -> list[tuple[int, ...]]:
-    prompts = []
-    for message in MESSAGES:
-        ids = engine.tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True)
-        prompts.append(tuple(ids if isinstance(ids, list) else ids["input_ids"]))
-    return prompts
+class Prompts:
+    """Chat prompts as the worker builds them: the model's system prompt, then a customer message.
+
+    Every request gets a ticket number of its own at the start of its message, so two requests
+    share only the system prompt, as two customers do. (Repeating the same eight prompts would let
+    the engine's prefix cache skip whole prompts, which real traffic never allows.)
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.tokenizer = engine.tokenizer
+        self.tickets = itertools.count(1000)
+
+    def new(self, index: int) -> tuple[int, ...]:
+        message = f"Ticket {next(self.tickets)}: {MESSAGES[index % len(MESSAGES)]}"
+        ids = self.tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True)
+        return tuple(ids if isinstance(ids, list) else ids["input_ids"])
 
 
-def jobs_at_once(prompts: list[tuple[int, ...]], n: int, new_tokens: int, tag: str) -> list[Job]:
-    return [Job(f"{tag}-{i}", prompts[i % len(prompts)], new_tokens) for i in range(n)]
+def jobs_at_once(prompts: Prompts, n: int, new_tokens: int, tag: str) -> list[Job]:
+    return [Job(f"{tag}-{i}", prompts.new(i), new_tokens) for i in range(n)]
 
 
-def jobs_poisson(prompts: list[tuple[int, ...]], n: int, rate_per_s: float, seed: int) -> list[Job]:
+def jobs_poisson(prompts: Prompts, n: int, rate_per_s: float, seed: int) -> list[Job]:
     rng = random.Random(seed)
     t, jobs = 0.0, []
     for i in range(n):
-        jobs.append(Job(f"p{seed}-{i}", prompts[rng.randrange(len(prompts))], rng.randint(8, 128), arrival=t))
+        jobs.append(Job(f"p{seed}-{i}", prompts.new(rng.randrange(len(MESSAGES))), rng.randint(8, 128), arrival=t))
         t += rng.expovariate(rate_per_s)
     return jobs
 
 
-def at_once(engine: Engine, prompts: list[tuple[int, ...]], args: argparse.Namespace) -> dict[int, dict[str, dict]]:
+def at_once(engine: Engine, prompts: Prompts, args: argparse.Namespace) -> dict[int, dict[str, dict]]:
     methods: dict[str, Callable[[Engine, list[Job]], Timeline]] = {
         "sequential generate": run_sequential,
         "static batched generate": run_static_at_once,
@@ -243,14 +257,17 @@ def at_once(engine: Engine, prompts: list[tuple[int, ...]], args: argparse.Names
     return results
 
 
-def staggered(engine: Engine, prompts: list[tuple[int, ...]], args: argparse.Namespace) -> dict[str, dict]:
-    runs: dict[str, list[Timeline]] = {"static batching": [], "engine": []}
+def staggered(engine: Engine, prompts: Prompts, args: argparse.Namespace) -> dict[str, dict]:
+    runs: dict[str, list[Timeline]] = {"static batching": [], "engine": [], "engine, no prefix cache": []}
     for round_ in range(args.rounds):
         jobs = jobs_poisson(prompts, args.poisson_requests, args.poisson_rate, seed=round_)
         runs["static batching"].append(run_static_staggered(engine, jobs))
-        runs["engine"].append(
-            run_engine(engine, [Job(j.request_id + "e", j.prompt, j.new_tokens, j.arrival) for j in jobs])
-        )
+        for name, tag, cache_tokens in (("engine", "e", PREFIX_CACHE_TOKENS), ("engine, no prefix cache", "n", 0)):
+            engine.configure_prefix_cache(cache_tokens)  # empty: the run starts as cold as the others
+            runs[name].append(
+                run_engine(engine, [Job(j.request_id + tag, j.prompt, j.new_tokens, j.arrival) for j in jobs])
+            )
+        engine.configure_prefix_cache(PREFIX_CACHE_TOKENS)
     results = {name: median_summary(r) for name, r in runs.items()}
     print_table(
         f"[2] Poisson arrivals, {args.poisson_requests} requests at {args.poisson_rate}/s, "
@@ -284,13 +301,13 @@ def batch1_step_s(engine: Engine, prompt: tuple[int, ...], tokens: int = 32) -> 
     return statistics.median(times)
 
 
-def roofline(engine: Engine, prompts: list[tuple[int, ...]], at_once_results: dict[int, dict[str, dict]]) -> None:
+def roofline(engine: Engine, prompts: Prompts, at_once_results: dict[int, dict[str, dict]]) -> None:
     model = engine._adapters.model
     # Every parameter is read once per decode step; a tied embedding is one tensor, read by lm_head.
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bandwidth = measure_bandwidth_gbs()
     floor_s = weight_bytes / (bandwidth * 1e9)
-    step_s = batch1_step_s(engine, prompts[0])
+    step_s = batch1_step_s(engine, prompts.new(0))
     print("\n[3] roofline (batch-1 decode is a memory-bound read of every weight)")
     params = sum(p.numel() for p in model.parameters()) / 1e6
     dtype = next(model.parameters()).dtype
@@ -326,12 +343,14 @@ def main() -> None:
     args.new_tokens = 16 if args.quick else 32
     args.poisson_requests = 16 if args.quick else 32
 
-    engine = load_engine("", device="cpu", threads=args.threads, max_running=32, max_queue=256)
+    engine = load_engine(
+        "", device="cpu", threads=args.threads, max_running=32, max_queue=256, prefix_cache_tokens=PREFIX_CACHE_TOKENS
+    )
     print(
         f"model {engine.model_name} · torch {torch.__version__} · {torch.get_num_threads()} threads · "
         f"rounds {args.rounds}"
     )
-    prompts = make_prompts(engine)
+    prompts = Prompts(engine)
     warm = jobs_at_once(prompts, 4, 4, "warm")
     run_sequential(engine, warm[:1]), run_static_at_once(engine, warm), run_engine(engine, warm)
 
@@ -351,10 +370,13 @@ def main() -> None:
         print(f"engine_vs_static_{concurrency}={ratio:.2f}")
     for rate, stag in stags.items():
         throughput = stag["engine"]["tok/s"] / stag["static batching"]["tok/s"]
+        bare = stag["engine, no prefix cache"]["tok/s"] / stag["static batching"]["tok/s"]
         print(
             f"staggered_{rate:g}_per_s_engine_vs_static_throughput={throughput:.2f} "
+            f"(no prefix cache {bare:.2f}) "
             f"ttft_p50_static={stag['static batching']['ttft_p50']:.3f}s "
-            f"ttft_p50_engine={stag['engine']['ttft_p50']:.3f}s"
+            f"ttft_p50_engine={stag['engine']['ttft_p50']:.3f}s "
+            f"ttft_p50_engine_no_prefix_cache={stag['engine, no prefix cache']['ttft_p50']:.3f}s"
         )
     if args.only_staggered:
         return

@@ -148,6 +148,9 @@ INFERENCE_DEVICE = env_str("INFERENCE_DEVICE", "auto")  # auto | cpu | cuda
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0)  # 0: torch's default
 INFERENCE_MAX_RUNNING = env_int("INFERENCE_MAX_RUNNING", 32)
 INFERENCE_MAX_QUEUE = env_int("INFERENCE_MAX_QUEUE", 256)
+# Prompt tokens whose keys and values the engine keeps for reuse (shared system prompt, earlier
+# turns); about 46 KB a token for the default model in fp32. 0 turns prefix caching off.
+INFERENCE_PREFIX_CACHE_TOKENS = env_int("INFERENCE_PREFIX_CACHE_TOKENS", 4096)
 INFERENCE_REPLY_TIMEOUT_S = env_float("INFERENCE_REPLY_TIMEOUT_S", 120.0)
 INFERENCE_CONTEXT_TOKENS = env_int("INFERENCE_CONTEXT_TOKENS", 2048)
 GENERATION_TEMPERATURE = env_float("GENERATION_TEMPERATURE", 0.3)

@@ -37,6 +37,7 @@ from .detokenize import IncrementalDecoder, StopMatcher
 from .kv_cache import SlotCache
 from .metrics import EngineMetrics
 from .model_store import resolve_base_model
+from .prefix_cache import Hit, PrefixCache
 from .sampling import choose_tokens, make_generator
 from .types import FinishReason, GenerationRequest, QueueFull, TokenChunk
 
@@ -59,6 +60,7 @@ class Reply:
     cache_len: int = 0  # positions this reply holds in its KV row
     last_token: int = -1
     tokens: int = 0
+    generated: list[int] = field(default_factory=list)
     unsent_ids: list[int] = field(default_factory=list)  # generated since the last chunk
     first_token_at: float | None = None
 
@@ -96,6 +98,7 @@ class Engine:
         max_queue: int = 256,
         adapters_dir: Path | None = None,
         max_prefill_tokens: int = 1024,
+        prefix_cache_tokens: int = 4096,
         log_interval_s: float = 30.0,
     ) -> None:
         self.tokenizer = tokenizer
@@ -124,6 +127,7 @@ class Engine:
         # (slots, vocab) bool: tokens each reply has seen, for the repetition penalty.
         self._seen = torch.zeros(0, self.config.vocab_size, dtype=torch.bool, device=self.device)
         self._running: list[Reply] = []  # index = KV slot; kept dense
+        self._prefix = PrefixCache(prefix_cache_tokens)  # keys and values of prompts seen, for reuse
 
         self._lock = threading.Lock()  # queue, ids, cancellations
         self._wake = threading.Condition(self._lock)
@@ -203,6 +207,11 @@ class Engine:
         snapshot = self.metrics_store.snapshot(queued=queued, running=running)
         snapshot["adapters"] = sorted(self._adapter_keys.copy())  # copy: atomic against a concurrent load
         return snapshot
+
+    def configure_prefix_cache(self, tokens: int) -> None:
+        """Empty the prefix cache and give it a new budget in tokens (0 turns prefix caching off)."""
+        with self._model_lock:
+            self._prefix = PrefixCache(tokens)
 
     def load_adapter(self, name: str, path: Path | str) -> None:
         """Load (or replace) a LoRA adapter; replies already running on an older version finish on it.
@@ -286,6 +295,8 @@ class Engine:
 
     def _retire(self, finished: list[tuple[int, Finished]], result: StepResult) -> None:
         """Free the slots of finished replies at once, then emit their last chunks."""
+        for slot, done in finished:
+            self._remember(slot, done.reply)  # the conversation's next prompt starts with this one's tokens
         self._free_slots([slot for slot, _ in finished])
         for _, done in finished:
             self._close(done, result)
@@ -312,7 +323,7 @@ class Engine:
 
     def _prefill(self, replies: list[Reply], result: StepResult) -> None:
         """Prefill the starting replies in one forward, copy their caches into new slots, take first tokens."""
-        prompts = [list(r.request.prompt_ids) for r in replies]
+        prompts = [tuple(r.request.prompt_ids) for r in replies]
         first_slot = len(self._running)
         slots = slice(first_slot, first_slot + len(replies))
         self._cache.ensure(slots.stop, max(map(len, prompts)) + 1)
@@ -323,12 +334,12 @@ class Engine:
             reply.generator = make_generator(reply.request.sampling, self.device)
             self._seen[slot].zero_()
             self._seen[slot, torch.tensor(prompt, device=self.device)] = True
+        hits = [self._prefix.lookup(r.adapter_key, p) for r, p in zip(replies, prompts, strict=True)]
         try:
-            prefill_cache = DynamicCache(config=self.config)
-            logits, starts = self._prefill_forward(prompts, [r.adapter_key for r in replies], prefill_cache)
+            logits, prefill_cache, columns = self._prefill_forward(prompts, [r.adapter_key for r in replies], hits)
             tokens = self._choose(logits, slots, replies)
-            for offset, (start, prompt) in enumerate(zip(starts, prompts, strict=True)):
-                self._cache.fill_slot(slots.start + offset, prefill_cache, row=offset, start=start, length=len(prompt))
+            for offset, row_columns in enumerate(columns):
+                self._cache.fill_slot(slots.start + offset, prefill_cache, offset, row_columns)
         except Exception as exc:  # a failed prefill fails these requests, not the engine
             log.exception("prefill failed")
             for reply in replies:
@@ -336,44 +347,77 @@ class Engine:
             return
         now = time.monotonic()
         finished: list[tuple[int, Finished]] = []
-        for slot, reply, prompt, token_id in zip(
-            range(slots.start, slots.stop), replies, prompts, tokens.tolist(), strict=True
+        for slot, reply, prompt, hit, token_id in zip(
+            range(slots.start, slots.stop), replies, prompts, hits, tokens.tolist(), strict=True
         ):
             self._running.append(reply)
             reply.cache_len, reply.first_token_at = len(prompt), now
-            self.metrics_store.record_first_token(now - reply.submitted_at, len(prompt))
+            self.metrics_store.record_first_token(now - reply.submitted_at, len(prompt), hit.length if hit else 0)
+            self._remember(slot, reply)
             done = self._accept(reply, token_id, result)
             if done is not None:
                 finished.append((slot, done))
         self._retire(finished, result)
 
-    def _prefill_forward(
-        self, prompts: list[list[int]], adapter_keys: list[str | None], cache: DynamicCache
-    ) -> tuple[torch.Tensor, list[int]]:
-        """Last-position logits (rows, vocab) for several prompts, and where each starts in ``cache``.
+    def _remember(self, slot: int, reply: Reply) -> None:
+        """Offer the prefix cache the tokens whose keys and values ``slot`` holds: prompt, then reply."""
+        prompt = tuple(reply.request.prompt_ids)
+        tokens = prompt + tuple(reply.generated[: reply.cache_len - len(prompt)])
+        self._prefix.store(reply.adapter_key, tokens, lambda: self._cache.slot_kv(slot, reply.cache_len))
 
-        One prompt runs exactly as ``generate`` runs it (no mask, no padding). Several run left-padded
-        in one forward, which is what makes a burst of arrivals cheap: the weights are read once and
-        the matmuls are tall. Each row's real tokens get positions 0..len-1 and see only each other.
+    def _prefill_forward(
+        self, prompts: list[tuple[int, ...]], adapter_keys: list[str | None], hits: list[Hit | None]
+    ) -> tuple[torch.Tensor, DynamicCache, list[torch.Tensor]]:
+        """Last-position logits (rows, vocab) for several prompts, the cache, and each row's columns in it.
+
+        One prompt with nothing cached runs exactly as ``generate`` runs it (no mask, no padding).
+        Otherwise the rows share one layout of ``P + S`` columns: each row's cached prefix (``p``
+        tokens, from the prefix cache) ends at column ``P``, left-padded, and the part still to
+        compute (``s`` tokens) ends at column ``P + S``, left-padded too. The forward computes the
+        ``S`` suffix columns over a cache preloaded with the ``P`` prefix columns; each real token
+        gets its true position and sees only its own row's real tokens before it. One forward for a
+        burst of arrivals reads the weights once, and its matmuls are tall.
         """
-        if len(prompts) == 1:
-            input_ids = torch.tensor(prompts, device=self.device)
-            return self._forward(input_ids, adapter_keys, cache=cache), [0]
-        longest = max(map(len, prompts))
-        starts = [longest - len(p) for p in prompts]
-        input_ids = torch.tensor(
-            [[self.pad_id] * start + p for start, p in zip(starts, prompts, strict=True)], device=self.device
-        )  # (rows, longest)
-        start = torch.tensor(starts, device=self.device).unsqueeze(1)  # (rows, 1)
-        columns = torch.arange(longest, device=self.device)
-        position_ids = (columns.unsqueeze(0) - start).clamp(min=0)  # (rows, longest)
-        # (rows, 1, query, key): causal, real keys only; a padding query sees itself so no row is all
-        # masked (an all-masked softmax is NaN, and NaN values would leak through 0-weights).
-        causal = columns.view(1, 1, -1) <= columns.view(1, -1, 1)  # (1, query, key)
-        real_key = columns.view(1, 1, -1) >= start.unsqueeze(2)  # (rows, 1, key)
-        mask = ((causal & real_key) | torch.eye(longest, dtype=torch.bool, device=self.device)).unsqueeze(1)
-        logits = self._forward(input_ids, adapter_keys, position_ids=position_ids, attention_mask=mask, cache=cache)
-        return logits, starts
+        cache = DynamicCache(config=self.config)
+        cached = [hit.length if hit else 0 for hit in hits]
+        if len(prompts) == 1 and not cached[0]:
+            input_ids = torch.tensor([prompts[0]], device=self.device)
+            columns = torch.arange(len(prompts[0]), device=self.device)
+            return self._forward(input_ids, adapter_keys, cache=cache), cache, [columns]
+        suffixes = [prompt[length:] for prompt, length in zip(prompts, cached, strict=True)]
+        width_p, width_s = max(cached), max(map(len, suffixes))  # P and S
+        if width_p:
+            self._preload(cache, hits, width_p)
+        input_ids = torch.tensor([[self.pad_id] * (width_s - len(x)) + list(x) for x in suffixes], device=self.device)
+        p = torch.tensor(cached, device=self.device).view(-1, 1, 1)  # (rows, 1, 1)
+        pad = torch.tensor([width_s - len(x) for x in suffixes], device=self.device).view(-1, 1, 1)  # (rows, 1, 1)
+        query = width_p + torch.arange(width_s, device=self.device).view(1, -1, 1)  # (1, S, 1): its column
+        key = torch.arange(width_p + width_s, device=self.device).view(1, 1, -1)  # (1, 1, P + S)
+        real_key = ((key >= width_p - p) & (key < width_p)) | (key >= width_p + pad)  # (rows, 1, P + S)
+        # Causal over real keys; a padding query also sees itself, so no row of the softmax is all
+        # masked (an all-masked row is NaN, and NaN leaks through zero weights).
+        mask = ((key <= query) & real_key) | (key == query)  # (rows, S, P + S)
+        position_ids = (p + query - width_p - pad).clamp(min=0).squeeze(2)  # (rows, S)
+        logits = self._forward(
+            input_ids, adapter_keys, position_ids=position_ids, attention_mask=mask.unsqueeze(1), cache=cache
+        )
+        end = width_p + width_s
+        columns = [
+            torch.cat((torch.arange(width_p - length, width_p), torch.arange(end - len(x), end))).to(self.device)
+            for length, x in zip(cached, suffixes, strict=True)
+        ]
+        return logits, cache, columns
+
+    def _preload(self, cache: DynamicCache, hits: list[Hit | None], width: int) -> None:
+        """Fill ``cache`` with each row's cached prefix, right-aligned in ``width`` columns."""
+        like = self._cache.slot_layers[0]
+        shape = (len(self._cache.slot_layers), 2, len(hits), like.kv_heads, width, like.head_dim)
+        prefix = torch.zeros(shape, dtype=like.dtype, device=self.device)
+        for row, hit in enumerate(hits):
+            if hit is not None:
+                prefix[:, :, row, :, width - hit.length :] = hit.kv
+        for layer in range(prefix.shape[0]):
+            cache.update(prefix[layer, 0], prefix[layer, 1], layer)
 
     def _refusal(self, reply: Reply) -> str | None:
         """Why this request cannot start, or None."""
@@ -414,6 +458,7 @@ class Engine:
         """Take one new token: emit the text it completes, or say why the reply is finished."""
         reply.tokens += 1
         reply.last_token = token_id
+        reply.generated.append(token_id)
         reply.unsent_ids.append(token_id)
         result.tokens += 1
         if token_id in self.eos_ids and not reply.request.sampling.ignore_eos:
@@ -476,6 +521,7 @@ class Engine:
         wanted = set(self._adapter_keys.values()) | {r.adapter_key for r in self._running}
         for key in self._adapters.names - wanted:
             self._adapters.remove(key)
+            self._prefix.drop_adapter(key)
 
     @contextmanager
     def _exclusive_model(self) -> Iterator[None]:
@@ -553,6 +599,7 @@ def load_engine(
     max_queue: int = 256,
     adapters_dir: Path | None = None,
     cache_dir: Path | None = None,
+    prefix_cache_tokens: int = 4096,
 ) -> Engine:
     """Load the base model (the packaged SmolLM2 when ``base_model`` is empty) and wrap it in an Engine."""
     if threads:
@@ -571,4 +618,5 @@ def load_engine(
         max_running=max_running,
         max_queue=max_queue,
         adapters_dir=adapters_dir,
+        prefix_cache_tokens=prefix_cache_tokens,
     )

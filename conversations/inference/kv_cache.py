@@ -98,13 +98,18 @@ class SlotCache(Cache):
         for layer in self.slot_layers:
             layer.write_rows, layer.write_cols, layer.read_len = rows, lengths, read_len
 
-    def fill_slot(self, slot: int, prefill: Cache, row: int = 0, start: int = 0, length: int | None = None) -> None:
-        """Copy ``length`` positions of a prefill cache's ``row``, from column ``start``, into ``slot``."""
+    def fill_slot(self, slot: int, prefill: Cache, row: int, columns: torch.Tensor) -> None:
+        """Copy the prefill cache's ``row`` at ``columns`` (in order) into positions 0.. of ``slot``."""
         for layer, source in zip(self.slot_layers, prefill.layers, strict=True):
             assert source.keys is not None and source.values is not None
-            end = source.keys.shape[2] if length is None else start + length
-            layer.keys[slot, :, : end - start] = source.keys[row, :, start:end]
-            layer.values[slot, :, : end - start] = source.values[row, :, start:end]
+            layer.keys[slot, :, : columns.numel()] = source.keys[row].index_select(1, columns)
+            layer.values[slot, :, : columns.numel()] = source.values[row].index_select(1, columns)
+
+    def slot_kv(self, slot: int, length: int) -> torch.Tensor:
+        """A copy of ``slot``'s first ``length`` positions, ``(layers, 2, kv_heads, length, head_dim)``."""
+        return torch.stack(
+            [torch.stack((layer.keys[slot, :, :length], layer.values[slot, :, :length])) for layer in self.slot_layers]
+        )
 
     def move_slot(self, source: int, target: int, length: int) -> None:
         """Copy row ``source``'s first ``length`` positions into row ``target`` (compaction)."""

@@ -25,6 +25,7 @@ class EngineMetrics:
         self.rate_window_s = rate_window_s
         self.tokens_total = 0
         self.prompt_tokens_total = 0
+        self.prompt_tokens_reused_total = 0  # served from the prefix cache instead of computed
         self.requests_total = 0
         self.steps_total = 0
         self.finished: Counter[str] = Counter()
@@ -38,10 +39,11 @@ class EngineMetrics:
         with self._lock:
             self.rejected_total += 1
 
-    def record_first_token(self, ttft_s: float, prompt_tokens: int) -> None:
+    def record_first_token(self, ttft_s: float, prompt_tokens: int, reused_tokens: int = 0) -> None:
         with self._lock:
             self.ttft_s.append(ttft_s)
             self.prompt_tokens_total += prompt_tokens
+            self.prompt_tokens_reused_total += reused_tokens
 
     def record_finish(self, reason: str, tokens: int, decode_s: float) -> None:
         with self._lock:
@@ -79,6 +81,7 @@ class EngineMetrics:
                 "tokens_per_s": round(self.tokens_per_s(), 2),
                 "tokens_total": self.tokens_total,
                 "prompt_tokens_total": self.prompt_tokens_total,
+                "prompt_tokens_reused_total": self.prompt_tokens_reused_total,
                 "requests_total": self.requests_total,
                 "rejected_total": self.rejected_total,
                 "steps_total": self.steps_total,

@@ -10,6 +10,8 @@ import pytest
 from conversations.inference.engine import Engine
 from conversations.inference.types import GenerationRequest, QueueFull, SamplingParams, TokenChunk
 
+from .conftest import CUSTOMER_MESSAGES
+
 pytestmark = pytest.mark.model
 
 GREEDY = SamplingParams(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, max_new_tokens=32)
@@ -181,3 +183,37 @@ def test_it_runs_its_loop_in_a_thread_until_stopped(engine, prompts):
     metrics = engine.metrics()
     assert metrics["ttft_p50_s"] is not None and metrics["tokens_total"] >= 1
     assert set(metrics) >= {"queued", "running", "ttft_p95_s", "tpot_p50_s", "tpot_p95_s", "tokens_per_s"}
+
+
+def test_it_reuses_the_system_prompt_and_the_previous_turn_token_for_token(
+    engine, prompts, reference, collector, tokenizer
+):
+    engine.submit(greedy("first", prompts[1], 24))
+    collector.drain(engine)
+    assert engine.metrics()["prompt_tokens_reused_total"] == 0
+    # Every prompt starts with the same system prompt: the later ones compute only what follows it.
+    for i in (0, 2, 3):
+        engine.submit(greedy(f"r{i}", prompts[i], 24))
+    # The conversation's next turn starts with the first prompt and the reply the engine wrote.
+    reply = tokenizer.decode(collector.ids("first"), skip_special_tokens=True)
+    turns = [{"role": "user", "content": CUSTOMER_MESSAGES[1]}, {"role": "assistant", "content": reply}]
+    turns.append({"role": "user", "content": "Thanks. And if I no longer have that email address?"})
+    encoded = tokenizer.apply_chat_template(turns, add_generation_prompt=True)
+    second = tuple(encoded if isinstance(encoded, list) else encoded["input_ids"])
+    engine.submit(greedy("second", second, 24))
+    collector.drain(engine)
+    reused = engine.metrics()["prompt_tokens_reused_total"]
+    shared = len(prompts[1]) - 1  # a cached prefix stops at least one token short
+    assert reused >= 3 * 20 + shared, "the shared system prompt and the first turn were computed again"
+    for i in (0, 2, 3):
+        assert collector.ids(f"r{i}") == reference.greedy(prompts[i], 24), f"r{i} diverged from generate"
+    assert collector.ids("second") == reference.greedy(second, 24)
+
+
+def test_it_computes_every_prompt_token_when_prefix_caching_is_off(model, tokenizer, prompts, reference, collector):
+    engine = Engine(model, tokenizer, model_name="SmolLM2-135M-Instruct", prefix_cache_tokens=0)
+    for i in (0, 1):
+        engine.submit(greedy(f"r{i}", prompts[i], 8))
+        collector.drain(engine)
+    assert engine.metrics()["prompt_tokens_reused_total"] == 0
+    assert collector.ids("r1") == reference.greedy(prompts[1], 8)

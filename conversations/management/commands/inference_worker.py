@@ -50,4 +50,5 @@ def real_engine() -> Any:
         max_running=settings.INFERENCE_MAX_RUNNING,
         max_queue=settings.INFERENCE_MAX_QUEUE,
         adapters_dir=settings.ADAPTERS_DIR,
+        prefix_cache_tokens=settings.INFERENCE_PREFIX_CACHE_TOKENS,
     )
