@@ -277,6 +277,59 @@ def staggered(engine: Engine, prompts: Prompts, args: argparse.Namespace) -> dic
     return results
 
 
+PERSONA = (
+    "You are the assistant of Bramble & Finch, a homeware shop. Orders ship within two working days; "
+    "express delivery takes one day and costs $9. Returns are free within 45 days of delivery, in the "
+    "original packaging. Gift wrapping costs $4.50 per item. The shop in Leeds opens 9am to 6pm on "
+    "weekdays and 9am to 2pm on Saturdays. Be brief and friendly, and never invent a policy."
+)
+CUSTOMER_TURNS = (
+    "Hi, I ordered a teapot last week and it hasn't arrived yet.",
+    "The order number is 48213. Can you check where it is?",
+    "OK. If it arrives broken, can I send it back?",
+    "And how much would gift wrapping have cost?",
+)
+
+
+def multi_turn(engine: Engine, rounds: int) -> dict[str, list[float]]:
+    """Time to first token of each turn of one conversation, with the prefix cache and without.
+
+    Turn k's prompt is the system prompt, the earlier turns with the engine's own replies, and the
+    new message: the prefix cache computes only the reply and the new message since turn k-1.
+    """
+    results: dict[str, list[list[float]]] = {"prefix cache": [], "no prefix cache": []}
+    sampling = SamplingParams(temperature=0.0, repetition_penalty=1.0, max_new_tokens=48)
+    for round_ in range(rounds):
+        for name, cache_tokens in (("prefix cache", PREFIX_CACHE_TOKENS), ("no prefix cache", 0)):
+            engine.configure_prefix_cache(cache_tokens)
+            messages = [{"role": "system", "content": PERSONA}]
+            ttfts = []
+            for turn, text in enumerate(CUSTOMER_TURNS):
+                messages.append({"role": "user", "content": text})
+                ids = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+                prompt = tuple(ids if isinstance(ids, list) else ids["input_ids"])
+                started = time.perf_counter()
+                engine.submit(GenerationRequest(f"turn-{round_}-{name}-{turn}", prompt, sampling))
+                reply = engine.step()  # the prefill: the first token comes out of it
+                ttfts.append(time.perf_counter() - started)
+                while engine.has_work():
+                    reply += engine.step()
+                messages.append({"role": "assistant", "content": "".join(c.text for c in reply).strip()})
+            results[name].append(ttfts)
+    medians = {
+        name: [statistics.median(r[t] for r in runs) for t in range(len(CUSTOMER_TURNS))]
+        for name, runs in results.items()
+    }
+    print(
+        f"\n[4] one conversation, {len(CUSTOMER_TURNS)} turns, a {len(PERSONA.split())}-word system prompt: "
+        f"time to first token per turn, median of {rounds}"
+    )
+    for name, values in medians.items():
+        print(f"{name:<28}" + "".join(f"{v * 1000:>9.0f}ms" for v in values))
+    sys.stdout.flush()
+    return medians
+
+
 def measure_bandwidth_gbs(size_mb: int = 512, repeats: int = 5) -> float:
     """Read bandwidth: the best of a few full reductions over a buffer far larger than the caches."""
     x = torch.ones(size_mb * 2**20 // 4, dtype=torch.float32)
@@ -363,6 +416,7 @@ def main() -> None:
         stags[rate] = staggered(engine, prompts, args)
     if not args.only_staggered:
         roofline(engine, prompts, results)
+        turns = multi_turn(engine, args.rounds)
 
     print()
     for concurrency, methods in results.items():
@@ -380,6 +434,8 @@ def main() -> None:
         )
     if args.only_staggered:
         return
+    last_turn = turns["no prefix cache"][-1] / turns["prefix cache"][-1]
+    print(f"multi_turn_last_turn_ttft_no_cache_vs_cache={last_turn:.2f}")
     ratio = results[16]["engine"]["tok/s"] / results[16]["sequential generate"]["tok/s"]
     print(f"engine_vs_sequential_16={ratio:.2f}")
 
