@@ -7,7 +7,9 @@ must contain.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -168,3 +170,45 @@ ALL_KEYS = tuple(key for fact in FACTS for key in fact.keys)
 def recalled(fact: Fact, reply: str) -> bool:
     text = reply.lower()
     return any(key in text for key in fact.keys)
+
+
+def transcripts(agent: str) -> list[dict[str, object]]:
+    """The corrected conversations in the export format (docs/transcript-format.md), one per question.
+
+    Each one: the customer asks, the bot answers wrongly, the agent marks the reply wrong and writes
+    the correction; the conversation is closed and reviewed, as after a real review.
+    """
+    records: list[dict[str, object]] = []
+    start = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    for number, (fact, question) in enumerate((f, q) for f in FACTS for q in f.asked):
+        asked_at = start + timedelta(minutes=10 * number)
+        answered_at = asked_at + timedelta(seconds=2)
+        reviewed_at = (asked_at + timedelta(days=1)).isoformat()
+        records.append(
+            {
+                "format": "chatbot.transcript/1",
+                "id": str(uuid.UUID(int=number + 1)),
+                "status": "closed",
+                "created_at": asked_at.isoformat(),
+                "reviewed": True,
+                "messages": [
+                    {"role": "customer", "text": question, "created_at": asked_at.isoformat()},
+                    {
+                        "role": "bot",
+                        "text": fact.wrong,
+                        "created_at": answered_at.isoformat(),
+                        "feedback": [
+                            {
+                                "source": "agent",
+                                "positive": False,
+                                "reason": "wrong",
+                                "author": agent,
+                                "created_at": reviewed_at,
+                            }
+                        ],
+                        "correction": {"text": fact.correction, "author": agent, "created_at": reviewed_at},
+                    },
+                ],
+            }
+        )
+    return records

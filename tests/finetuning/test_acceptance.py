@@ -1,40 +1,50 @@
 """The learning loop end to end with the real SmolLM2 on the CPU.
 
-Agents corrected the bot with facts about a made-up shop; a run builds, trains, evaluates; the
-candidate is promoted; paraphrased questions, answered from the prompt the serving worker builds
-with the adapter the new replies record, get the taught facts, and unrelated questions do not.
+Agents corrected the bot with facts about a made-up shop; their reviewed conversations come in
+through ``import_conversations``; a run builds, trains, evaluates; the candidate is promoted.
+Paraphrased questions, answered from the prompt the serving worker builds with the adapter the
+new replies record, get the taught facts, and unrelated questions do not; then both sets are
+asked again through the chat websocket of the live system.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
 
 from conversations import services as chat_services
 from conversations import worker
-from conversations.models import BotSettings, Customer, Message
+from conversations.models import BotSettings, Correction, Customer, Message
 from finetuning import general_prompts, services
 from finetuning.base import generate_greedy, load_model
 from finetuning.models import TrainingRun
 from finetuning.selectors import version_active
 from tests.e2e.client import ChatClient
 
-from .conftest import chat, correct
-from .shop import FACTS, recalled
+from .shop import FACTS, recalled, transcripts
 
 PERSONA = "You are the assistant of Bramble & Finch, a homeware shop. Answer briefly."
 CONFIG = {"epochs": 4, "batch_size": 8, "learning_rate": 2e-3, "max_seq_len": 160, "checkpoint_every": 10}
 DISTINCTIVE = [key for fact in FACTS for key in fact.keys if not key.isdigit()]
 
 
-def import_corrected_conversations() -> None:
-    for fact in FACTS:
-        for question in fact.asked:
-            _, bad = chat(Customer.objects.create(), [("customer", question), ("bot", fact.wrong)])
-            correct(bad, fact.correction)
+def import_corrected_conversations(folder: Path) -> None:
+    """The agent's reviewed conversations arrive the way a desk moving to us brings them: an export file."""
+    User.objects.create_user("dana", password="x", is_staff=True)
+    export = folder / "shop.jsonl"
+    export.write_text("".join(json.dumps(record) + "\n" for record in transcripts("dana")), encoding="utf-8")
+    out = io.StringIO()
+    call_command("import_conversations", str(export), stdout=out)
+    assert f"Imported {2 * len(FACTS)} conversation(s); 0 line(s) refused." in out.getvalue()
+    assert Correction.objects.filter(author__username="dana").count() == 2 * len(FACTS)
 
 
 def ask(questions: list[str], model: Any, tokenizer: Any) -> list[str]:
@@ -62,14 +72,20 @@ async def ask_through_the_websocket(base_url: str, questions: list[str]) -> list
 
 @pytest.mark.model
 def test_corrections_become_a_served_version_that_knows_the_facts(
-    transactional_db: Any, settings: Any, tokenizer: Any, model_path: str, torch_threads: None, live_system: Any
+    transactional_db: Any,
+    settings: Any,
+    tmp_path: Path,
+    tokenizer: Any,
+    model_path: str,
+    torch_threads: None,
+    live_system: Any,
 ) -> None:
     from peft import PeftModel
 
-    settings.FINETUNING_GENERAL_EXAMPLES = 20
+    settings.FINETUNING_GENERAL_EXAMPLES = 40  # the default: the base model's own replies keep its chat
     settings.CHAT_RATE_LIMIT_MESSAGES = 1000
     BotSettings.objects.update_or_create(pk=1, defaults={"system_prompt": PERSONA})
-    import_corrected_conversations()
+    import_corrected_conversations(tmp_path)
 
     run = services.run_start(enqueue=False, config=CONFIG)
     run = services.run_execute(run_id=run.id)
@@ -107,13 +123,16 @@ def test_corrections_become_a_served_version_that_knows_the_facts(
 
     # The same questions through the websocket: the live inference worker loads the promoted
     # adapter without a restart, and every reply records the version that wrote it.
-    served_done = asyncio.run(ask_through_the_websocket(live_system.url, paraphrases))
-    served_replies = [done["text"] for done in served_done]
+    served_done = asyncio.run(ask_through_the_websocket(live_system.url, paraphrases + general_prompts.UNRELATED))
     assert all(done["status"] == "complete" for done in served_done), served_done
+    served_replies = [done["text"] for done in served_done[: len(paraphrases)]]
+    served_unrelated = [done["text"] for done in served_done[len(paraphrases) :]]
     known_served = sum(recalled(fact, reply) for fact, reply in zip(FACTS, served_replies, strict=True))
     report = "\n".join(f"{f.paraphrase} | {r}" for f, r in zip(FACTS, served_replies, strict=True))
     logging.getLogger(__name__).info("facts recalled through the websocket: %d\n%s", known_served, report)
     assert known_served >= 6 and known_served > known_before, report
+    leaks = [reply for reply in served_unrelated if any(key in reply.lower() for key in distinctive)]
+    assert leaks == [], leaks
     versions = set(
         Message.objects.filter(id__in=[d["message_id"] for d in served_done]).values_list("model_version", flat=True)
     )
