@@ -1,8 +1,10 @@
 from django.urls import path
 
 from conversations.consumers import AgentConsumer, ChatConsumer
+from finetuning.consumers import TrainingRunConsumer
 
 websocket_urlpatterns = [
     path("ws/chat/", ChatConsumer.as_asgi()),
     path("ws/agent/", AgentConsumer.as_asgi()),
+    path("ws/training/runs/<int:run_id>/", TrainingRunConsumer.as_asgi()),
 ]

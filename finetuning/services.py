@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import conf
+from . import conf, events
 from .models import DatasetSnapshot, Example, ModelVersion, Promotion, TrainingRun
 from .selectors import version_active
 
@@ -80,6 +80,7 @@ def run_cancel(*, run: TrainingRun) -> TrainingRun:
     )
     TrainingRun.objects.filter(id=run.id, status=Status.RUNNING).update(cancel_requested=True)
     run.refresh_from_db()
+    events.run_changed(run.id)
     return run
 
 
@@ -101,6 +102,7 @@ def run_claim(*, run_id: int, owner: str) -> TrainingRun | None:
         raise LeaseHeld(max(1.0, (run.lease_expires_at - now).total_seconds()))
     if run.started_at is None:
         TrainingRun.objects.filter(id=run_id).update(started_at=now)
+    events.run_changed(run_id)
     return run
 
 
@@ -109,12 +111,14 @@ def _guarded(run: TrainingRun, owner: str, **fields: Any) -> None:
     fields["lease_expires_at"] = timezone.now() + timedelta(seconds=conf.lease_seconds())
     if not TrainingRun.objects.filter(id=run.id, lease_owner=owner).update(**fields):
         raise LeaseLost(f"run {run.id} is no longer leased to {owner}")
+    events.run_changed(run.id)
 
 
 def _finish(run: TrainingRun, owner: str, status: str, **fields: Any) -> None:
     TrainingRun.objects.filter(id=run.id, lease_owner=owner).update(
         status=status, finished_at=timezone.now(), lease_expires_at=None, phase="", **fields
     )
+    events.run_changed(run.id)
 
 
 def _cancel_requested(run_id: int) -> bool:

@@ -111,6 +111,16 @@ def live_system(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
+def fake_system(browser: Any, django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
+    """daphne and the scripted fake inference worker, for browser tests of the pages around the model."""
+    from tests.e2e.live import LiveSystem
+
+    system = LiveSystem(fake=True)
+    yield system
+    system.stop()
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Real headless Chromium (tests/e2e/browser.py). Module-scoped: Playwright's sync API keeps an
     event loop running in this thread while the browser is open, which asyncio tests in later

@@ -7,33 +7,17 @@ replies, the customer sees it live, the agent hands back and the bot answers aga
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.test import Client
 
 from conversations.models import Conversation, Correction, Feedback, Message
+from tests.e2e.browser import signed_in_context
 from tests.e2e.live import LiveSystem
 
 PAYLOAD = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def fake_system(browser: Any, django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveSystem]:
-    system = LiveSystem(fake=True)
-    yield system
-    system.stop()
-
-
-def signed_in_context(browser: Any, system: LiveSystem, user: Any) -> Any:
-    client = Client()
-    client.force_login(user)
-    context = browser.new_context()
-    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": system.url}])
-    return context
 
 
 def test_a_customer_asks_for_a_person_and_an_agent_takes_over_live(

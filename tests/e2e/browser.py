@@ -29,3 +29,14 @@ def launch() -> Iterator[Any]:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+def signed_in_context(browser: Any, system: Any, user: Any) -> Any:
+    """A browser context carrying ``user``'s session cookie for the live system."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    context = browser.new_context()
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": system.url}])
+    return context

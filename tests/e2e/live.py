@@ -71,6 +71,15 @@ class LiveSystem:
         self.worker = self._spawn("worker", command)
         return self.worker
 
+    def start_celery(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """A real Celery worker on the ``finetuning`` queue, on this system's database and Redis."""
+        command = ["-m", "celery", "-A", "chatbot", "worker", "-Q", "finetuning", "-P", "solo", "-l", "info"]
+        command += ["-n", f"e2e-{self.port}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        log = open(LOGS / f"celery-{self.port}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        return subprocess.Popen(
+            [sys.executable, *command], cwd=ROOT, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+
     def kill_worker(self) -> None:
         self.worker.send_signal(signal.SIGKILL)
         self.worker.wait(10)

@@ -1,0 +1,51 @@
+"""``/ws/training/runs/<id>/``: a training run's progress, live, for staff (the run page's socket)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from conversations.consumers import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+
+from . import events, selectors
+from .models import TrainingRun
+
+
+class TrainingRunConsumer(AsyncWebsocketConsumer):
+    run_id: int | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not (user.is_active and user.is_staff):  # the same rule as the /training/ pages
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
+        if not await database_sync_to_async(TrainingRun.objects.filter(id=run_id).exists)():
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.run_id = run_id
+        await events.run_join(run_id, self.channel_name)  # join first: no change falls between
+        await self.accept()
+        await self._send({"type": "run", "run": await database_sync_to_async(self._payload)()})
+
+    async def disconnect(self, code: int) -> None:
+        if self.run_id is not None:
+            await events.run_leave(self.run_id, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        await self._send({"type": "error", "code": "read_only", "detail": "This socket only sends."})
+
+    async def training_run(self, event: dict[str, Any]) -> None:
+        await self._send(event["payload"])
+
+    def _payload(self) -> dict[str, Any]:
+        return selectors.run_payload(TrainingRun.objects.select_related("version").get(id=self.run_id))
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(frame))
