@@ -14,6 +14,9 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from . import selectors
+from .models import TrainingRun
+
 log = logging.getLogger(__name__)
 
 RUN_HANDLER = "training.run"  # dispatched to ``training_run`` on the run consumer
@@ -33,9 +36,6 @@ async def run_leave(run_id: int, channel_name: str) -> None:
 
 def run_changed(run_id: int) -> None:
     """Push the run's stored state to its pages (from synchronous code: services, Celery tasks)."""
-    from . import selectors
-    from .models import TrainingRun
-
     try:
         run = TrainingRun.objects.select_related("version").get(id=run_id)
         payload: dict[str, Any] = {"type": "run", "run": selectors.run_payload(run)}

@@ -59,14 +59,17 @@ class Reply:
     adapter_key: str | None = None  # peft's name for the adapter version this reply started on
     cache_len: int = 0  # positions this reply holds in its KV row
     last_token: int = -1
-    tokens: int = 0
-    generated: list[int] = field(default_factory=list)
+    generated: list[int] = field(default_factory=list)  # every token so far, EOS included
     unsent_ids: list[int] = field(default_factory=list)  # generated since the last chunk
     first_token_at: float | None = None
 
     @property
     def request_id(self) -> str:
         return self.request.request_id
+
+    @property
+    def tokens(self) -> int:
+        return len(self.generated)
 
     def expired(self, now: float) -> bool:
         timeout = self.request.timeout_s
@@ -456,7 +459,6 @@ class Engine:
 
     def _accept(self, reply: Reply, token_id: int, result: StepResult) -> Finished | None:
         """Take one new token: emit the text it completes, or say why the reply is finished."""
-        reply.tokens += 1
         reply.last_token = token_id
         reply.generated.append(token_id)
         reply.unsent_ids.append(token_id)

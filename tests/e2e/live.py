@@ -60,9 +60,11 @@ class LiveSystem:
         self.worker = self.start_worker()
         self._wait_until_up()
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(LOGS / f"{name}-{self.port}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+        )
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         command = ["manage.py", "inference_worker", "--consumer", f"e2e-{self.port}"] + (
@@ -75,10 +77,7 @@ class LiveSystem:
         """A real Celery worker on the ``finetuning`` queue, on this system's database and Redis."""
         command = ["-m", "celery", "-A", "chatbot", "worker", "-Q", "finetuning", "-P", "solo", "-l", "info"]
         command += ["-n", f"e2e-{self.port}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"]
-        log = open(LOGS / f"celery-{self.port}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        return subprocess.Popen(
-            [sys.executable, *command], cwd=ROOT, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT
-        )
+        return self._spawn("celery", command, env)
 
     def kill_worker(self) -> None:
         self.worker.send_signal(signal.SIGKILL)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def celery_worker(fake_system: Any, tmp_path: Path) -> Any:
     worker.send_signal(signal.SIGTERM)
     try:
         worker.wait(30)
-    except Exception:
+    except subprocess.TimeoutExpired:
         worker.kill()
 
 
