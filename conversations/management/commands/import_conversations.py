@@ -1,8 +1,9 @@
 """python manage.py import_conversations FILE.jsonl: load transcripts in the export format.
 
 Each line is checked and imported in a transaction of its own, so a bad line imports nothing of its
-conversation and the good lines still load. Bad lines are reported with their line numbers, and
-the command then exits with status 1.
+conversation and the good lines still load. Bad lines (not UTF-8, not JSON, or any value of the
+wrong type or out of range) are reported with their line numbers, and the command then exits with
+status 1.
 """
 
 from __future__ import annotations
@@ -23,12 +24,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, file: Path, **options: Any) -> None:
         try:
-            with file.open(encoding="utf-8") as lines:
+            with file.open("rb") as lines:  # decoded line by line: a line that is not UTF-8 is one bad line
                 report = import_jsonl(lines)
         except OSError as error:
             raise CommandError(f"Cannot read {file}: {error.strerror}") from None
-        except UnicodeDecodeError as error:
-            raise CommandError(f"{file} is not UTF-8 text: {error}") from None
         for number, problem in report.errors:
             self.stderr.write(f"{file}:{number}: {problem}")
         self.stdout.write(f"Imported {report.imported} conversation(s); {len(report.errors)} line(s) refused.")
