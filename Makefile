@@ -34,10 +34,11 @@ migrate: $(STAMP)
 	@mkdir -p var
 	$(PY) manage.py migrate --no-input
 
+# Under chatbot.local_redis: a throwaway redis-server when none answers on REDIS_URL, stopped after.
 test: $(DEV_STAMP)
 	@mkdir -p var
 	$(PY) manage.py prepare_model
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m chatbot.local_redis -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
 	$(PY) -m ruff check .

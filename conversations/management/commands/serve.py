@@ -6,18 +6,17 @@ Celery worker; prints the URL once the site answers; Ctrl-C stops every process 
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from typing import Any
-from urllib.parse import urlparse
 
-import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from chatbot import local_redis
 
 
 class Command(BaseCommand):
@@ -26,21 +25,29 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "--fake-worker",
+            action="store_true",
+            help="Run the inference worker with --fake (scripted replies, no torch).",
+        )
 
-    def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
+    def handle(self, *args: Any, host: str, port: int, fake_worker: bool = False, **options: Any) -> None:
+        self.redis: subprocess.Popen[bytes] | None = None
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.stopping = False
-        # Ctrl-C reaches the children too (same process group); we only stop watching and tidy up.
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        # Each child runs in a session of its own, so a Ctrl-C reaches only this process: it stops
+        # watching, then stops every child's whole process group (_stop_all).
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, self._request_stop)
         try:
             self._ensure_redis()
             python = sys.executable
-            self._start("web", ["-m", "daphne", "-b", host, "-p", str(port), "chatbot.asgi:application"], python)
-            self._start("inference", ["manage.py", "inference_worker"], python)
+            self._start("web", [python, "-m", "daphne", "-b", host, "-p", str(port), "chatbot.asgi:application"])
+            self._start("inference", [python, "manage.py", "inference_worker", *(["--fake"] if fake_worker else [])])
             self._start(
                 "celery",
                 [
+                    python,
                     "-m",
                     "celery",
                     "-A",
@@ -53,7 +60,6 @@ class Command(BaseCommand):
                     "--loglevel",
                     "INFO",
                 ],
-                python,
             )
             url = f"http://{host}:{port}/"
             self._wait_for(url)
@@ -70,35 +76,14 @@ class Command(BaseCommand):
         self.stopping = True
 
     def _ensure_redis(self) -> None:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1)
         try:
-            client.ping()
-            return
-        except redis.ConnectionError:
-            pass
-        where = urlparse(settings.REDIS_URL)
-        if where.hostname not in {"127.0.0.1", "localhost", "::1"} or not shutil.which("redis-server"):
-            raise CommandError(
-                f"No Redis answers on {settings.REDIS_URL}. Install one (apt-get install redis-server) "
-                "or point REDIS_URL at a running Redis."
-            )
-        self.stdout.write(f"Starting redis-server on port {where.port or 6379}...")
-        self._start(
-            "redis",
-            ["--port", str(where.port or 6379), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            "redis-server",
-        )
-        for _ in range(50):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        raise CommandError("redis-server did not come up.")
+            self.redis = local_redis.start_if_needed(settings.REDIS_URL, say=self.stdout.write, cwd=settings.BASE_DIR)
+        except local_redis.RedisUnavailable as error:
+            raise CommandError(str(error)) from None
 
-    def _start(self, name: str, args: list[str], program: str) -> None:
+    def _start(self, name: str, command: list[str]) -> None:
         self.stdout.write(f"  starting {name}")
-        self.children.append((name, subprocess.Popen([program, *args], cwd=settings.BASE_DIR)))
+        self.children.append((name, local_redis.spawn(command, cwd=settings.BASE_DIR)))
 
     def _wait_for_worker(self) -> None:
         from conversations import dispatch
@@ -131,17 +116,15 @@ class Command(BaseCommand):
     def _check_children(self) -> None:
         if self.stopping:
             return
-        for name, child in self.children:
+        for name, child in [*([("redis", self.redis)] if self.redis else []), *self.children]:
             if child.poll() is not None:
                 raise CommandError(f"{name} exited with status {child.returncode}; stopping the rest.")
 
     def _stop_all(self) -> None:
-        for _, child in reversed(self.children):
-            if child.poll() is None:
-                child.terminate()
-        for _, child in self.children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        if not self.children and self.redis is None:
+            return
+        self.stdout.write("Stopping...")
+        local_redis.stop([child for _, child in self.children])
+        if self.redis is not None:  # last: the others use it while they shut down
+            local_redis.stop([self.redis])
         self.stdout.write("All processes stopped.")
