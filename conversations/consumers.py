@@ -7,6 +7,7 @@ docs/protocol.md. A customer's socket forwards only what ``events.for_customer``
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -123,6 +124,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 },
             )
         )
+        await announce_to_agents(self.conversation)  # the inbox row's negative flag may have changed
 
     async def on_satisfaction(self, frame: dict[str, Any]) -> None:
         conversation = await database_sync_to_async(services.satisfaction_set)(
@@ -177,20 +179,73 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return message, feedback
 
 
-class AgentConsumer(AsyncWebsocketConsumer):
+class RoleCheckedConsumer(AsyncWebsocketConsumer):
+    """A socket for signed-in users whom ``role_allows`` admits (agents, or staff).
+
+    The role is checked at connect and again, fresh from the database, before every inbound frame
+    and, at most every ``role_recheck_s`` seconds, before an outbound push: a user demoted or
+    deactivated meanwhile is closed out (4403 / 4401) and hears nothing more.
+    """
+
+    role_recheck_s: float = 5.0
+    role_checked_at: float = 0.0
+    revoked: bool = False
+
+    def role_allows(self, user: Any) -> bool:
+        raise NotImplementedError
+
+    async def admit(self) -> bool:
+        """At connect: whether the user may open this socket; when not, the socket is closed."""
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return False
+        if not await database_sync_to_async(self.role_allows)(user):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return False
+        self.user = user
+        self.role_checked_at = time.monotonic()
+        return True
+
+    async def _role_holds(self, *, max_age_s: float) -> bool:
+        """Whether the user still holds the role, asked afresh when the last answer is older than
+        ``max_age_s``; when not, leave the groups at once (not when the client gets round to
+        closing) and close with 4401 (deleted or deactivated) or 4403 (role lost)."""
+        if self.revoked:
+            return False
+        if time.monotonic() - self.role_checked_at < max_age_s:
+            return True
+        code = await database_sync_to_async(self._role_refusal)()
+        if code is None:
+            self.role_checked_at = time.monotonic()
+            return True
+        self.revoked = True
+        await self.disconnect(code)
+        await self.close(code=code)
+        return False
+
+    def _role_refusal(self) -> int | None:
+        user = roles.active_user(self.user.pk)
+        if user is None:
+            return CLOSE_UNAUTHENTICATED
+        if not self.role_allows(user):
+            return CLOSE_FORBIDDEN
+        self.user = user
+        return None
+
+
+class AgentConsumer(RoleCheckedConsumer):
     """An agent's socket: the live inbox, and the conversation the agent has open (``watch``)."""
 
     watching: str | None = None
 
+    def role_allows(self, user: Any) -> bool:
+        return roles.is_agent(user)
+
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+        if not await self.admit():
             return
-        if not await database_sync_to_async(roles.is_agent)(user):
-            await self.close(code=CLOSE_FORBIDDEN)
-            return
-        self.user = user
+        user = self.user
         await events.agents_join(self.channel_name)  # before accepting: no inbox event is missed
         await self.accept()
         await self.send_json({"type": "hello", "agent": roles.display_name(user)})
@@ -199,8 +254,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await events.agents_leave(self.channel_name)
         if self.watching:
             await events.conversation_leave(self.watching, self.channel_name)
+            self.watching = None
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not await self._role_holds(max_age_s=0):
+            return
         try:
             frame = parse_frame(text_data, bytes_data)
             handler = self.HANDLERS.get(frame["type"])
@@ -214,11 +272,12 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.send_json({"type": "error", "code": error.code, "detail": error.detail})
 
     async def conversation_event(self, event: dict[str, Any]) -> None:
-        if self.watching:
+        if self.watching and await self._role_holds(max_age_s=self.role_recheck_s):
             await self.send_json({**event["payload"], "conversation_id": self.watching})
 
     async def agents_event(self, event: dict[str, Any]) -> None:
-        await self.send_json(event["payload"])
+        if await self._role_holds(max_age_s=self.role_recheck_s):
+            await self.send_json(event["payload"])
 
     async def send_json(self, payload: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(payload))

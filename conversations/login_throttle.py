@@ -2,33 +2,92 @@
 by username or by client address, every attempt is refused until the window has passed.
 
 It sits in the authentication backend, so every login form (ours and the Django admin's) is
-throttled alike. Counts live in Django's cache; with the default per-process cache each web
-process counts on its own: point CACHES at Redis to share them (docs/settings.md).
+throttled alike. Counts live in Redis, in the cache alias ``login_throttle`` (chatbot/settings.py),
+so every web process counts together; their keys lie under ``REDIS_KEY_PREFIX``.
+
+The client address is REMOTE_ADDR, or, behind TRUSTED_PROXY_HOPS reverse proxies, the address the
+outermost trusted proxy put into X-Forwarded-For (entries further left are the client's own to
+forge). An IPv6 client counts by its /64, which one host can rotate through freely.
 """
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import logging
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.signals import user_logged_in, user_login_failed
-from django.core.cache import cache
+from django.core.cache import BaseCache, caches
 from django.dispatch import receiver
 from django.http import HttpRequest
+from redis import RedisError
+
+CACHE_ALIAS = "login_throttle"
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(key: str, key_prefix: str, version: int) -> str:
+    """The cache's KEY_FUNCTION: REDIS_KEY_PREFIX is read at call time (tests set their own after
+    the settings are loaded), so a test run never shares counts with a server on the same Redis."""
+    return f"{settings.REDIS_KEY_PREFIX}:{key_prefix}:{version}:{key}"
+
+
+def counts() -> BaseCache:
+    """Where the counts live. Never ``clear()`` it: on Redis that empties the whole database."""
+    return caches[CACHE_ALIAS]
+
+
+def client_address(request: HttpRequest | None) -> str:
+    if request is None:
+        return "unknown"
+    address = request.META.get("REMOTE_ADDR", "")
+    hops = settings.TRUSTED_PROXY_HOPS
+    if hops > 0:
+        # Each proxy appends the address it was reached from; the nearest one is REMOTE_ADDR.
+        forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
+        if len(forwarded) >= hops:
+            address = forwarded[-hops]
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64] or "unknown"
+    mapped = getattr(parsed, "ipv4_mapped", None)  # ::ffff:a.b.c.d is the IPv4 client a.b.c.d
+    if mapped is not None:
+        return str(mapped)
+    if parsed.version == 6:
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
 def _keys(request: HttpRequest | None, username: str) -> list[str]:
-    address = (request.META.get("REMOTE_ADDR", "") if request is not None else "") or "unknown"
-    return [f"login-failures:addr:{address}", f"login-failures:user:{username.strip().lower()[:150]}"]
+    # Hashed: any username is a safe key, and none is kept in Redis in the clear.
+    user = hashlib.sha256(username.strip().lower()[:150].encode()).hexdigest()[:32]
+    return [f"failures:addr:{client_address(request)}", f"failures:user:{user}"]
 
 
 def is_throttled(request: HttpRequest | None, username: str) -> bool:
-    return any((cache.get(k) or 0) >= settings.LOGIN_THROTTLE_FAILURES for k in _keys(request, username))
+    try:
+        found = counts().get_many(_keys(request, username))
+    except RedisError:  # sign-in keeps working while Redis is down, unthrottled, and says so
+        log.warning("login throttle unavailable: Redis did not answer", exc_info=True)
+        return False
+    return any((count or 0) >= settings.LOGIN_THROTTLE_FAILURES for count in found.values())
 
 
 def record_failure(request: HttpRequest | None, username: str) -> None:
-    for key in _keys(request, username):
+    try:
+        _count(_keys(request, username))
+    except RedisError:
+        log.warning("login throttle could not count a failure: Redis did not answer", exc_info=True)
+
+
+def _count(keys: list[str]) -> None:
+    cache = counts()
+    for key in keys:
         # add() starts the window at the first failure; incr() keeps its expiry.
         if not cache.add(key, 1, timeout=settings.LOGIN_THROTTLE_WINDOW_S):
             try:
@@ -38,7 +97,10 @@ def record_failure(request: HttpRequest | None, username: str) -> None:
 
 
 def record_success(request: HttpRequest | None, username: str) -> None:
-    cache.delete(_keys(request, username)[1])
+    try:
+        counts().delete(_keys(request, username)[1])
+    except RedisError:
+        log.warning("login throttle could not reset a count: Redis did not answer", exc_info=True)
 
 
 class ThrottledModelBackend(ModelBackend):

@@ -20,6 +20,14 @@ def is_agent(user: Any) -> bool:
     return user.groups.filter(name=AGENT_GROUP).exists()
 
 
+def active_user(user_id: Any) -> Any:
+    """The user fresh from the database; None once deleted or deactivated. Long-lived sockets ask
+    again with this, so a demotion or deactivation takes effect without the user signing out."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.filter(pk=user_id, is_active=True).first()
+
+
 def display_name(user: Any) -> str:
     """How an agent is named to customers: the first name when set, else the username."""
     if user is None:

@@ -6,24 +6,21 @@ import json
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
-from conversations.consumers import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+from conversations.consumers import CLOSE_NOT_FOUND, RoleCheckedConsumer
 
 from . import events, selectors
 from .models import TrainingRun
 
 
-class TrainingRunConsumer(AsyncWebsocketConsumer):
+class TrainingRunConsumer(RoleCheckedConsumer):
     run_id: int | None = None
 
+    def role_allows(self, user: Any) -> bool:
+        return user.is_active and user.is_staff  # the same rule as the /training/ pages
+
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
-        if not (user.is_active and user.is_staff):  # the same rule as the /training/ pages
-            await self.close(code=CLOSE_FORBIDDEN)
+        if not await self.admit():
             return
         run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
         if not await database_sync_to_async(TrainingRun.objects.filter(id=run_id).exists)():
@@ -37,12 +34,15 @@ class TrainingRunConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.run_id is not None:
             await events.run_leave(self.run_id, self.channel_name)
+            self.run_id = None
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        await self._send({"type": "error", "code": "read_only", "detail": "This socket only sends."})
+        if await self._role_holds(max_age_s=0):
+            await self._send({"type": "error", "code": "read_only", "detail": "This socket only sends."})
 
     async def training_run(self, event: dict[str, Any]) -> None:
-        await self._send(event["payload"])
+        if await self._role_holds(max_age_s=self.role_recheck_s):
+            await self._send(event["payload"])
 
     def _payload(self) -> dict[str, Any]:
         return selectors.run_payload(TrainingRun.objects.select_related("version").get(id=self.run_id))

@@ -39,6 +39,22 @@ def clean_redis(redis_client: redis.Redis) -> redis.Redis:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_login_throttle(redis_client: redis.Redis) -> Iterator[None]:
+    """Failed-login counts live in Redis under this run's prefix: none left from an earlier test,
+    none left for a later one (a throttled "dana" would break every sign-in after it). Never the
+    cache's clear(): on Redis that empties the whole database."""
+    from conversations.login_throttle import counts
+
+    def forget() -> None:
+        for key in redis_client.scan_iter(counts().make_key("*")):
+            redis_client.delete(key)
+
+    forget()
+    yield
+    forget()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_channel_layer() -> Iterator[None]:
     """Each async test runs in an event loop of its own; a cached channel layer keeps locks bound
     to the previous one ("bound to a different event loop"). Cleared before and after each test."""

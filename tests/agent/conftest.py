@@ -7,15 +7,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.test import Client
 
 from conversations.models import Conversation, Customer, Message
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttle() -> None:
-    cache.clear()  # the per-process cache holds the failed-login counts
 
 
 def customer_client(customer: Customer) -> Client:

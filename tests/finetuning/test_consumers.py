@@ -59,6 +59,22 @@ async def test_only_staff_may_watch_a_run(who: str, code: int, agent_user: Any) 
     assert not connected and close_code == code
 
 
+async def test_staff_who_lose_the_role_hear_nothing_more(admin_user: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from finetuning.consumers import TrainingRunConsumer
+
+    monkeypatch.setattr(TrainingRunConsumer, "role_recheck_s", 0.0)  # every push asks (default: every 5 s)
+    run = await queued_run()
+    socket = await socket_for(f"/ws/training/runs/{run.id}/", user=admin_user)
+    assert (await socket.connect())[0]
+    await socket.receive_json_from(timeout=5)
+    admin_user.is_staff = False
+    await database_sync_to_async(admin_user.save)()
+    await record_progress(run, 2, 1.5)
+    closed = await socket.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4403}
+    await socket.disconnect()
+
+
 async def test_an_unknown_run_is_refused(admin_user: Any) -> None:
     socket = await socket_for("/ws/training/runs/999999/", user=admin_user)
     connected, close_code = await socket.connect()
