@@ -126,6 +126,19 @@ CHANNEL_LAYERS = {
     }
 }
 
+CACHES = {
+    # Per process; nothing that must be shared between processes uses it.
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # The failed-login counts (conversations/login_throttle.py), shared by every web process. Keys
+    # under REDIS_KEY_PREFIX (read when each key is made). Never clear() it: that flushes the database.
+    "login_throttle": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "login-throttle",
+        "KEY_FUNCTION": "conversations.login_throttle.cache_key",
+    },
+}
+
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
@@ -137,6 +150,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000)
 CHAT_RATE_LIMIT_MESSAGES = env_int("CHAT_RATE_LIMIT_MESSAGES", 6)
 CHAT_RATE_LIMIT_WINDOW_S = env_int("CHAT_RATE_LIMIT_WINDOW_S", 30)
+CHAT_RATE_LIMIT_CONVERSATIONS = env_int("CHAT_RATE_LIMIT_CONVERSATIONS", 5)
 CHAT_STREAM_FLUSH_MS = env_int("CHAT_STREAM_FLUSH_MS", 80)
 
 # The inference worker and the model it serves.
@@ -145,6 +159,7 @@ BASE_MODEL = env_str("BASE_MODEL", "")  # empty: the packaged SmolLM2-135M-Instr
 MODEL_CACHE_DIR = Path(env_str("MODEL_CACHE_DIR", str(BASE_DIR / ".cache" / "models")))
 ADAPTERS_DIR = Path(env_str("ADAPTERS_DIR", str(BASE_DIR / "var" / "adapters")))
 INFERENCE_DEVICE = env_str("INFERENCE_DEVICE", "auto")  # auto | cpu | cuda
+INFERENCE_DTYPE = env_str("INFERENCE_DTYPE", "auto")  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0)  # 0: torch's default
 INFERENCE_MAX_RUNNING = env_int("INFERENCE_MAX_RUNNING", 32)
 INFERENCE_MAX_QUEUE = env_int("INFERENCE_MAX_QUEUE", 256)
@@ -152,6 +167,8 @@ INFERENCE_MAX_QUEUE = env_int("INFERENCE_MAX_QUEUE", 256)
 # turns); about 46 KB a token for the default model in fp32. 0 turns prefix caching off.
 INFERENCE_PREFIX_CACHE_TOKENS = env_int("INFERENCE_PREFIX_CACHE_TOKENS", 4096)
 INFERENCE_REPLY_TIMEOUT_S = env_float("INFERENCE_REPLY_TIMEOUT_S", 120.0)
+# A reply still pending this long with no request in the Redis stream is queued again.
+INFERENCE_REQUEUE_AFTER_S = env_float("INFERENCE_REQUEUE_AFTER_S", 30.0)
 INFERENCE_CONTEXT_TOKENS = env_int("INFERENCE_CONTEXT_TOKENS", 2048)
 GENERATION_TEMPERATURE = env_float("GENERATION_TEMPERATURE", 0.3)
 GENERATION_TOP_P = env_float("GENERATION_TOP_P", 0.9)
@@ -181,6 +198,8 @@ LOGOUT_REDIRECT_URL = "login"
 AGENT_INBOX_PAGE_SIZE = env_int("AGENT_INBOX_PAGE_SIZE", 25)
 LOGIN_THROTTLE_FAILURES = env_int("LOGIN_THROTTLE_FAILURES", 5)
 LOGIN_THROTTLE_WINDOW_S = env_int("LOGIN_THROTTLE_WINDOW_S", 300)
+# Reverse proxies in front of the web process that append to X-Forwarded-For; 0: use REMOTE_ADDR.
+TRUSTED_PROXY_HOPS = env_int("TRUSTED_PROXY_HOPS", 0)
 HANDOFF_PHRASES = env_list(
     "HANDOFF_PHRASES", "human,agent,real person,talk to a person,speak to a person,operator,representative"
 )

@@ -20,7 +20,13 @@ def key(name: str) -> str:
 GENERATE_STREAM = "generate"
 CANCEL_CHANNEL = "cancel"
 HEARTBEAT = "worker:heartbeat"
+SWEEP_LOCK = "worker:sweep"
 WORKER_GROUP = "inference"
+
+
+def alive_key(consumer: str) -> str:
+    """Set by each worker while it lives; entries of a consumer without one may be claimed."""
+    return key(f"worker:alive:{consumer}")
 
 
 @functools.cache

@@ -50,7 +50,16 @@ def conversation_current(*, customer: Customer) -> Conversation:
 
 @transaction.atomic
 def conversation_start(*, customer: Customer) -> Conversation:
-    """Close the customer's open conversations and start a fresh one."""
+    """Close the customer's open conversations and start a fresh one (``CHAT_RATE_LIMIT_CONVERSATIONS``
+    a window at most: each is a row, so a flood of "new conversation" frames is refused)."""
+    window = timedelta(seconds=settings.CHAT_RATE_LIMIT_WINDOW_S)
+    started = customer.conversations.filter(created_at__gte=timezone.now() - window).count()
+    if started >= settings.CHAT_RATE_LIMIT_CONVERSATIONS:
+        raise ChatError(
+            "rate_limited",
+            f"Too many new conversations: at most {settings.CHAT_RATE_LIMIT_CONVERSATIONS} every "
+            f"{settings.CHAT_RATE_LIMIT_WINDOW_S} seconds. Please wait a moment.",
+        )
     for conversation in customer.conversations.exclude(status=Conversation.Status.CLOSED):
         reply = selectors.reply_in_flight(conversation)
         if reply is not None:
@@ -151,7 +160,10 @@ def _reply_create(conversation: Conversation) -> Message:
         status=Message.Status.PENDING,
         model_version=version,
     )
-    transaction.on_commit(lambda: dispatch.generation_request(message_id=reply.id))
+    # robust: if Redis cannot take the request now, the reply stays pending in the database and a
+    # worker's sweep queues it again (worker.InferenceWorker._requeue_lost); the customer's text
+    # is committed either way.
+    transaction.on_commit(lambda: dispatch.generation_request(message_id=reply.id), robust=True)
     return reply
 
 
@@ -422,14 +434,16 @@ def reply_progress(*, updates: dict[int, tuple[str, int, datetime]]) -> set[int]
     """Save the text so far of streaming replies, so a reloading browser gets it from the database.
 
     ``updates`` maps a message id to (text so far, tokens so far, when its first token came).
-    Returns the ids no longer streaming (stopped by a takeover, or deleted), to stop generating.
+    Returns the ids the bot may no longer write: the reply is not streaming any more (deleted), or
+    its conversation left the bot (a handoff, a takeover, closed). The worker stops generating
+    them and publishes nothing more, even if a cancel on pub/sub was lost.
     """
     gone = set()
     with transaction.atomic():
         for message_id, (text, token_count, first_token_at) in updates.items():
-            saved = Message.objects.filter(id=message_id, status=Message.Status.STREAMING).update(
-                text=text, token_count=token_count
-            )
+            saved = Message.objects.filter(
+                id=message_id, status=Message.Status.STREAMING, conversation__status=Conversation.Status.BOT
+            ).update(text=text, token_count=token_count)
             if not saved:
                 gone.add(message_id)
             Message.objects.filter(id=message_id, first_token_at__isnull=True).update(first_token_at=first_token_at)
@@ -445,10 +459,24 @@ def reply_finish(
     first_token_at: datetime | None = None,
     error: str = "",
 ) -> Message | None:
-    """Store a reply's end; None when the message is gone (its conversation was deleted meanwhile)."""
-    Message.objects.filter(id=message_id).update(
-        text=text, status=status, token_count=token_count, error=error[:200], finished_at=timezone.now()
-    )
-    if first_token_at is not None:
-        Message.objects.filter(id=message_id, first_token_at__isnull=True).update(first_token_at=first_token_at)
-    return Message.objects.filter(id=message_id).first()
+    """Store a reply's end; None when there is nothing to finish (deleted, or already finished).
+
+    A reply that completes after its conversation left the bot is stored as cancelled: the bot
+    never has the last word in a conversation a person holds.
+    """
+    with transaction.atomic():
+        message = (
+            Message.objects.select_for_update(of=("self",))
+            .select_related("conversation")
+            .filter(id=message_id, status__in=Message.ACTIVE_STATUSES)
+            .first()
+        )
+        if message is None:
+            return None
+        if status == Message.Status.COMPLETE and message.conversation.status != Conversation.Status.BOT:
+            status = Message.Status.CANCELLED
+        message.text, message.status, message.token_count = text, status, token_count
+        message.error, message.finished_at = error[:200], timezone.now()
+        message.first_token_at = message.first_token_at or first_token_at
+        message.save(update_fields=["text", "status", "token_count", "error", "finished_at", "first_token_at"])
+    return message

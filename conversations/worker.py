@@ -63,6 +63,7 @@ class Reply:
     token_count: int = 0
     first_token_at: datetime | None = None
     finish: TokenChunk | None = None
+    silenced: bool = False  # its conversation left the bot: nothing more is published
 
 
 @dataclass
@@ -72,6 +73,12 @@ class Prepared:
     adapter_path: str = ""
     told_busy: bool = False
 
+
+HEARTBEAT_EVERY_S = 3
+HEARTBEAT_TTL_S = 10  # a worker silent this long is dead: its unfinished entries are claimed
+RECOVER_TICK_S = 5
+RECOVER_SWEEP_EVERY = 6  # ticks: the database sweep for lost requests runs every 30 s
+ORPHAN_MIN_IDLE_MS = 1000
 
 BUSY_NOTICE = {
     "type": "notice",
@@ -92,19 +99,33 @@ def sampling_from_settings() -> SamplingParams:
     )
 
 
-def prompt_for(message: Message, tokenizer: Any, *, max_new_tokens: int) -> list[int]:
-    """The chat-template token ids for answering ``message``, from the stored history before it."""
+def prompt_for(message: Message, tokenizer: Any, *, max_new_tokens: int, max_positions: int | None = None) -> list[int]:
+    """The chat-template token ids for answering ``message``, from the stored history before it.
+
+    The prompt leaves room for ``max_new_tokens`` within ``INFERENCE_CONTEXT_TOKENS`` and within the
+    model's own context (``max_positions``). History is counted turn by turn, then the templated
+    prompt is measured: when the template's markup makes it overflow, fewer turns are kept.
+    """
     history = [prompts.Turn(m.role, m.text) for m in message.conversation.messages.filter(id__lt=message.id)]
-    chat = prompts.build_chat(
-        system_prompt=BotSettings.load().system_prompt or settings.DEFAULT_SYSTEM_PROMPT,
-        history=history,
-        count_tokens=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
-        budget_tokens=settings.INFERENCE_CONTEXT_TOKENS - max_new_tokens,
-    )
-    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
-    if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # some tokenizers return a BatchEncoding
-        ids = ids["input_ids"]
-    return list(ids)
+    system_prompt = BotSettings.load().system_prompt or settings.DEFAULT_SYSTEM_PROMPT
+    context = min(settings.INFERENCE_CONTEXT_TOKENS, max_positions or settings.INFERENCE_CONTEXT_TOKENS)
+    limit = max(context - max_new_tokens, 1)
+    budget = limit
+    for _ in range(4):
+        chat = prompts.build_chat(
+            system_prompt=system_prompt,
+            history=history,
+            count_tokens=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
+            budget_tokens=budget,
+        )
+        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # some tokenizers return a BatchEncoding
+            ids = ids["input_ids"]
+        overflow = len(ids) - limit
+        if overflow <= 0:
+            return list(ids)
+        budget -= overflow
+    return list(ids)[-limit:]  # a system prompt alone longer than the context: keep the question
 
 
 def prepare(message_id: int, entry_id: str, engine: EngineLike) -> Prepared | None:
@@ -119,7 +140,14 @@ def prepare(message_id: int, entry_id: str, engine: EngineLike) -> Prepared | No
     Message.objects.filter(id=message.id).update(model_name=model_name)
     request = GenerationRequest(
         request_id=str(message.id),
-        prompt_ids=tuple(prompt_for(message, engine.tokenizer, max_new_tokens=sampling.max_new_tokens)),
+        prompt_ids=tuple(
+            prompt_for(
+                message,
+                engine.tokenizer,
+                max_new_tokens=sampling.max_new_tokens,
+                max_positions=getattr(engine, "max_positions", None),
+            )
+        ),
         sampling=sampling,
         adapter=adapter,
         timeout_s=settings.INFERENCE_REPLY_TIMEOUT_S,
@@ -156,9 +184,17 @@ class InferenceWorker:
             daemon=True,
         )
         engine_thread.start()
+        await self._beat()  # alive before reading, so no other worker takes this one's entries
         tasks = [
             asyncio.create_task(coro)
-            for coro in (self._read(), self._listen_cancel(), self._collect(), self._flush(), self._heartbeat())
+            for coro in (
+                self._read(),
+                self._recover(),
+                self._listen_cancel(),
+                self._collect(),
+                self._flush(),
+                self._heartbeat(),
+            )
         ]
         log.info("inference worker %s serving %s", self.consumer, self.engine.model_name)
         try:
@@ -168,7 +204,7 @@ class InferenceWorker:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.to_thread(engine_thread.join, 10)  # its last step still emits into this loop
-            await self.redis.delete(dispatch.key(dispatch.HEARTBEAT))
+            await self.redis.delete(dispatch.key(dispatch.HEARTBEAT), dispatch.alive_key(self.consumer))
             await self.redis.aclose()
 
     async def _ensure_group(self) -> None:
@@ -194,6 +230,55 @@ class InferenceWorker:
             for entry_id, fields in entries:
                 await self._admit(entry_id, int(fields["message_id"]))
 
+    async def _recover(self) -> None:
+        """Take over what a dead worker left behind, and queue again what never reached the stream."""
+        ticks = 0
+        while True:
+            try:
+                await self._claim_orphans()
+                if ticks % RECOVER_SWEEP_EVERY == 0:
+                    await self._requeue_lost()
+            except Exception:
+                log.exception("recovery pass failed; retrying at the next tick")
+            ticks += 1
+            await asyncio.sleep(RECOVER_TICK_S)
+
+    async def _claim_orphans(self) -> None:
+        """Entries delivered to a consumer whose heartbeat has expired (killed, or gone for good under
+        another name) are claimed by this one and answered: ``reply_claim`` restarts a half-written reply."""
+        stream = dispatch.key(dispatch.GENERATE_STREAM)
+        pending = await self.redis.xpending_range(stream, dispatch.WORKER_GROUP, min="-", max="+", count=100)
+        owners = {p["consumer"] for p in pending} - {self.consumer}
+        dead = {owner for owner in owners if not await self.redis.exists(dispatch.alive_key(owner))}
+        orphans = [p["message_id"] for p in pending if p["consumer"] in dead]
+        if not orphans:
+            return
+        # The idle floor makes a race between two live workers harmless: the first claim resets it.
+        claimed = await self.redis.xclaim(
+            stream, dispatch.WORKER_GROUP, self.consumer, min_idle_time=ORPHAN_MIN_IDLE_MS, message_ids=orphans
+        )
+        for entry_id, fields in claimed:
+            if fields:
+                log.warning("claiming reply %s from a dead worker", fields["message_id"])
+                await self._admit(entry_id, int(fields["message_id"]))
+
+    async def _requeue_lost(self) -> None:
+        """A reply still pending in the database with no stream entry (Redis restarted, or was down
+        when the reply was queued) is queued again. One worker at a time sweeps."""
+        lock = await self.redis.set(
+            dispatch.key(dispatch.SWEEP_LOCK), self.consumer, nx=True, px=int(RECOVER_TICK_S * 2000)
+        )
+        if not lock:
+            return
+        entries = await self.redis.xrange(dispatch.key(dispatch.GENERATE_STREAM))
+        queued = {int(fields["message_id"]) for _, fields in entries if "message_id" in fields}
+        lost = await sync_to_async(selectors.replies_unqueued)(
+            queued=queued | set(self.replies), older_than_s=settings.INFERENCE_REQUEUE_AFTER_S
+        )
+        for message_id in lost:
+            log.warning("reply %s was never queued (or its entry was lost): queueing it again", message_id)
+            await self.redis.xadd(dispatch.key(dispatch.GENERATE_STREAM), {"message_id": str(message_id)})
+
     async def _admit(self, entry_id: str, message_id: int) -> None:
         try:
             prepared = await sync_to_async(prepare)(message_id, entry_id, self.engine)
@@ -205,8 +290,8 @@ class InferenceWorker:
             await self._ack(entry_id)
             return
         self.replies[message_id] = prepared.reply
-        message = await sync_to_async(Message.objects.get)(id=message_id)
-        await events.publish(prepared.reply.conversation_id, events.message_event(selectors.message_payload(message)))
+        payload = await sync_to_async(selectors.message_payload_by_id)(message_id)
+        await events.publish(prepared.reply.conversation_id, events.message_event(payload))
         self.waiting.append(prepared)
         self._submit_waiting()
 
@@ -284,18 +369,19 @@ class InferenceWorker:
         """Save, then publish, each reply's new text: a delta never runs ahead of the database,
         so a browser that reloads between the two sees no gap between history and deltas."""
         snapshot = {r.message_id: (r.text, r.finish) for r in self.replies.values()}
-        streaming = {
+        unsent = {
             r.message_id: (snapshot[r.message_id][0], r.token_count, r.first_token_at or timezone.now())
             for r in self.replies.values()
-            if len(r.text) > r.sent and r.finish is None
+            if len(r.text) > r.sent and not r.silenced
         }
-        if streaming:
-            for message_id in await sync_to_async(services.reply_progress)(updates=streaming):
-                self.engine.cancel(str(message_id))  # stopped elsewhere, or deleted: stop decoding it
+        if unsent:
+            for message_id in await sync_to_async(services.reply_progress)(updates=unsent):
+                self.replies[message_id].silenced = True  # a person holds it now, or it is gone
+                self.engine.cancel(str(message_id))
         for message_id, (text, finish) in snapshot.items():
             reply = self.replies[message_id]
             try:
-                if len(text) > reply.sent:
+                if len(text) > reply.sent and not reply.silenced:
                     delta = events.delta_event(message_id, reply.sent, text[reply.sent :])
                     await events.publish(reply.conversation_id, delta)
                     reply.sent = len(text)
@@ -310,16 +396,20 @@ class InferenceWorker:
         assert chunk.finish_reason is not None
         status = FINISH_STATUS[chunk.finish_reason]
         error = chunk.error or ("the reply took too long" if chunk.finish_reason == "timeout" else "")
+        text = reply.text
+        if reply.silenced:  # keep only what the customer saw before the conversation left the bot
+            text, status = text[: reply.sent], Message.Status.CANCELLED
         stored = await sync_to_async(services.reply_finish)(
             message_id=reply.message_id,
-            text=reply.text,
+            text=text,
             status=status,
             token_count=reply.token_count,
             first_token_at=reply.first_token_at,
             error=error,
         )
         if stored is not None:
-            await events.publish(reply.conversation_id, events.done_event(reply.message_id, reply.text, status, error))
+            done = events.done_event(stored.id, stored.text, stored.status, stored.error)
+            await events.publish(reply.conversation_id, done)
         del self.replies[reply.message_id]
         await self._ack(reply.entry_id)
         log.info("reply %s %s: %d tokens", reply.message_id, chunk.finish_reason, reply.token_count)
@@ -331,7 +421,15 @@ class InferenceWorker:
 
     async def _heartbeat(self) -> None:
         while True:
-            status = {"consumer": self.consumer, "model": self.engine.model_name, "at": time.time()}
-            status.update({k: v for k, v in self.engine.metrics().items() if isinstance(v, int | float)})
-            await self.redis.set(dispatch.key(dispatch.HEARTBEAT), json.dumps(status), ex=10)
-            await asyncio.sleep(3)
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            await self._beat()
+
+    async def _beat(self) -> None:
+        """The shared heartbeat (a worker is up: the chat says so) and this consumer's own (it is alive:
+        nobody takes its entries)."""
+        status = {"consumer": self.consumer, "model": self.engine.model_name, "at": time.time()}
+        status.update({k: v for k, v in self.engine.metrics().items() if isinstance(v, int | float)})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(dispatch.key(dispatch.HEARTBEAT), json.dumps(status), ex=HEARTBEAT_TTL_S)
+            pipe.set(dispatch.alive_key(self.consumer), status["at"], ex=HEARTBEAT_TTL_S)
+            await pipe.execute()

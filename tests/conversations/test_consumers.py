@@ -110,6 +110,23 @@ async def test_a_flood_is_rate_limited_and_nothing_rejected_is_stored(customer: 
     await socket.disconnect()
 
 
+@override_settings(CHAT_RATE_LIMIT_CONVERSATIONS=3, CHAT_RATE_LIMIT_WINDOW_S=60)
+async def test_a_flood_of_new_conversations_is_refused_and_the_socket_stays_usable(customer: Any) -> None:
+    socket = await connected(customer)
+    await socket.receive_json_from()  # the first conversation, made on connect
+    for _ in range(2):
+        await socket.send_json_to({"type": "new_conversation"})
+        assert (await socket.receive_json_from())["type"] == "history"
+    await socket.send_json_to({"type": "new_conversation"})
+    error = await socket.receive_json_from()
+    assert error["type"] == "error" and error["code"] == "rate_limited"
+    assert await database_sync_to_async(Conversation.objects.filter(customer=customer).count)() == 3
+    await socket.send_json_to({"type": "message", "text": "still here"})
+    echo = await receive_until(socket, "message")
+    assert echo[-1]["message"]["text"] == "still here"
+    await socket.disconnect()
+
+
 async def test_a_second_customer_cannot_open_the_first_ones_conversation(customer: Any, second_customer: Any) -> None:
     conversation = await database_sync_to_async(Conversation.objects.create)(customer=customer)
     socket = await chat_socket(second_customer, query=f"conversation={conversation.id}")

@@ -244,3 +244,189 @@ async def test_a_conversation_deleted_mid_reply_does_not_stall_the_others(
     done = (await receive_until(other, "done", timeout=10))[-1]
     assert done["status"] == "complete" and done["text"] == LONG_REPLY
     await other.disconnect()
+
+
+@pytest.fixture
+def fast_recovery(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    from conversations import worker
+
+    monkeypatch.setattr(worker, "RECOVER_TICK_S", 0.1)
+    monkeypatch.setattr(worker, "RECOVER_SWEEP_EVERY", 1)
+    settings.INFERENCE_REQUEUE_AFTER_S = 0.3
+
+
+async def test_a_takeover_silences_a_streaming_reply_even_when_the_cancel_is_lost(
+    customer: Any, agent_user: Any, start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conversations import dispatch, services
+
+    monkeypatch.setattr(dispatch, "generation_cancel", lambda **_: None)  # the pub/sub stop never arrives
+    engine = FakeEngine(default_reply=LONG_REPLY, step_delay_s=0.03)
+    start_worker(engine)
+    socket = await open_chat(customer)
+    await socket.send_json_to({"type": "message", "text": "tell me a lot"})
+    await receive_until(socket, "delta")
+    reply = await database_sync_to_async(Message.objects.select_related("conversation").get)(role="bot")
+    await database_sync_to_async(services.conversation_takeover)(conversation=reply.conversation, agent=agent_user)
+    said_before_takeover = (await stored(reply.id)).text
+    frames = await receive_until(socket, "done")
+    done = frames[-1]
+    assert done["status"] == "cancelled"
+    # Nothing the bot wrote after the takeover reached the customer or the database.
+    assert done["text"] == said_before_takeover
+    for frame in frames:
+        if frame["type"] == "delta":
+            assert frame["offset"] + len(frame["text"]) <= len(said_before_takeover)
+    final = await stored(reply.id)
+    assert final.status == "cancelled" and final.text == said_before_takeover
+    assert len(final.text) < len(LONG_REPLY)
+    await socket.disconnect()
+
+
+async def test_a_reply_completing_after_a_takeover_is_stored_as_cancelled(customer: Any, agent_user: Any) -> None:
+    from conversations import services
+
+    result = await database_sync_to_async(services.message_send)(
+        conversation=await database_sync_to_async(services.conversation_current)(customer=customer), text="hi"
+    )
+    reply = await database_sync_to_async(Message.objects.select_related("conversation").get)(id=result.bot_message.id)
+    await database_sync_to_async(services.reply_claim)(message_id=reply.id)
+    await database_sync_to_async(services.conversation_takeover)(conversation=reply.conversation, agent=agent_user)
+    finished = await database_sync_to_async(services.reply_finish)(
+        message_id=reply.id, text="the bot's last word", status="complete", token_count=4
+    )
+    assert finished is not None and finished.status == "cancelled"
+    # A second finish (a duplicate delivery) changes nothing.
+    again = await database_sync_to_async(services.reply_finish)(
+        message_id=reply.id, text="something else", status="complete", token_count=2
+    )
+    assert again is None and (await stored(reply.id)).text == "the bot's last word"
+
+
+async def test_a_worker_under_another_name_takes_over_a_dead_workers_reply(
+    customer: Any, start_worker: Any, fast_recovery: None
+) -> None:
+    dying = start_worker(FakeEngine(default_reply=LONG_REPLY, step_delay_s=0.05), consumer="gone-for-good")
+    socket = await open_chat(customer)
+    await socket.send_json_to({"type": "message", "text": "go"})
+    await receive_until(socket, "delta")
+    await dying.stop()  # leaves its entry pending, delivered to a consumer that never comes back
+    reply_id = (await database_sync_to_async(Message.objects.get)(role="bot")).id
+    assert (await stored(reply_id)).status == "streaming"
+    start_worker(FakeEngine(default_reply="Here it is, from another worker."), consumer="replacement")
+    frames = await receive_until(socket, "done")
+    assert frames[-1]["message_id"] == reply_id
+    assert frames[-1]["status"] == "complete" and frames[-1]["text"] == "Here it is, from another worker."
+    await socket.disconnect()
+
+
+async def test_a_live_workers_reply_is_not_taken_by_another(
+    customer: Any, start_worker: Any, fast_recovery: None, clean_redis: Any
+) -> None:
+    start_worker(FakeEngine(default_reply=LONG_REPLY, step_delay_s=0.02), consumer="busy")
+    await wait_for_heartbeat(clean_redis)
+    socket = await open_chat(customer)
+    await socket.send_json_to({"type": "message", "text": "go"})
+    await receive_until(socket, "delta")
+    idle = FakeEngine(default_reply="I should never answer this.")
+    start_worker(idle, consumer="idle")
+    frames = await receive_until(socket, "done")
+    assert frames[-1]["status"] == "complete" and frames[-1]["text"] == LONG_REPLY
+    assert idle.submitted == []
+    restarts = [f for f in frames if f["type"] == "message" and f["message"]["role"] == "bot"]
+    assert all(f["message"]["text"] == "" for f in restarts[:1]) and len(restarts) <= 1
+    await socket.disconnect()
+
+
+async def test_a_reply_whose_request_never_reached_redis_is_queued_again(
+    customer: Any, start_worker: Any, fast_recovery: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    from conversations import dispatch
+
+    def redis_down(**_: Any) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+    queue = dispatch.generation_request
+    monkeypatch.setattr(dispatch, "generation_request", redis_down)
+    socket = await open_chat(customer)
+    await socket.send_json_to({"type": "message", "text": "are you there?", "client_id": "lost-1"})
+    echoed = await receive_until(socket, "message")
+    assert echoed[-1]["message"]["text"] == "are you there?"  # stored, whatever Redis did
+    pending = (await receive_until(socket, "message"))[-1]["message"]
+    assert pending["role"] == "bot" and pending["status"] == "pending"
+    monkeypatch.setattr(dispatch, "generation_request", queue)
+    start_worker(FakeEngine(default_reply="Yes, sorry for the wait."))
+    done = (await receive_until(socket, "done", timeout=15))[-1]
+    assert done["message_id"] == pending["id"] and done["status"] == "complete"
+    await socket.disconnect()
+
+
+class VerboseTemplate:
+    """A tokenizer whose chat template adds more markup per turn than the history budget assumes."""
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [1] * len(text.split())
+
+    def apply_chat_template(self, messages: list[dict[str, str]], **_: object) -> list[int]:
+        ids: list[int] = []
+        for m in messages:
+            ids += [7] * 20 + self.encode(m["content"])
+        return ids
+
+
+def long_conversation(customer: Any, turns: int) -> Message:
+    from conversations import services
+
+    conversation = services.conversation_current(customer=customer)
+    for i in range(turns):
+        Message.objects.create(conversation=conversation, role="customer", text=f"question {i} " + "word " * 30)
+        Message.objects.create(conversation=conversation, role="bot", status="complete", text="answer " * 30)
+    Message.objects.create(conversation=conversation, role="customer", text="the last question")
+    return Message.objects.create(conversation=conversation, role="bot", status="pending")
+
+
+@pytest.mark.parametrize(("context", "max_positions", "limit"), [(400, None, 300), (4000, 350, 250)])
+def test_the_templated_prompt_fits_the_context_and_keeps_the_question(
+    customer: Any, settings: Any, context: int, max_positions: int | None, limit: int
+) -> None:
+    from conversations.worker import prompt_for
+
+    settings.INFERENCE_CONTEXT_TOKENS = context
+    reply = long_conversation(customer, turns=20)
+    ids = prompt_for(reply, VerboseTemplate(), max_new_tokens=100, max_positions=max_positions)
+    assert len(ids) <= limit
+    assert len(ids) > limit - 80  # not needlessly short: a few turns of history still fit
+    assert ids[-3:] == [1, 1, 1]  # "the last question" ends the prompt
+
+
+def edit_system_prompt_in_the_admin(text: str) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from conversations.models import BotSettings
+
+    admin = User.objects.create_superuser("root", password="a-long-admin-password")
+    client = Client()
+    client.force_login(admin)
+    row = BotSettings.load()
+    response = client.post(f"/admin/conversations/botsettings/{row.pk}/change/", {"system_prompt": text})
+    assert response.status_code == 302, response.content[:500]
+
+
+async def test_an_admin_edits_the_system_prompt_and_the_running_worker_uses_it_at_once(
+    customer: Any, start_worker: Any
+) -> None:
+    engine = FakeEngine()
+    start_worker(engine)
+    socket = await open_chat(customer)
+    await socket.send_json_to({"type": "message", "text": "before"})
+    await receive_until(socket, "done")
+    await database_sync_to_async(edit_system_prompt_in_the_admin)("You are Bolt, the bike shop's assistant.")
+    await socket.send_json_to({"type": "message", "text": "after"})
+    await receive_until(socket, "done")
+    first, second = (engine.tokenizer.chats[r.prompt_ids] for r in engine.submitted)
+    assert "customer-service" in first[0]["content"]
+    assert second[0] == {"role": "system", "content": "You are Bolt, the bike shop's assistant."}
+    await socket.disconnect()

@@ -46,6 +46,7 @@ def real_engine() -> Any:
     return load_engine(
         base,
         device=settings.INFERENCE_DEVICE,
+        dtype=settings.INFERENCE_DTYPE,
         threads=settings.INFERENCE_THREADS or None,
         max_running=settings.INFERENCE_MAX_RUNNING,
         max_queue=settings.INFERENCE_MAX_QUEUE,
