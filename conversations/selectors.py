@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
 
 from . import roles
 from .models import Conversation, Customer, Feedback, Message
@@ -33,7 +34,12 @@ def message_payload(message: Message) -> dict[str, Any]:
         "model": message.model_name,
         "error": message.error,
         "author": roles.display_name(message.author) if message.role == Message.Role.AGENT else "",
+        "model_version": message.model_version.name if message.model_version_id else None,  # agents only
     }
+
+
+def message_payload_by_id(message_id: int) -> dict[str, Any]:
+    return message_payload(Message.objects.select_related("author", "model_version").get(id=message_id))
 
 
 def conversation_payload(conversation: Conversation) -> dict[str, Any]:
@@ -57,7 +63,7 @@ def feedback_payload(feedback: Feedback) -> dict[str, Any]:
 
 
 def conversation_history(conversation: Conversation) -> list[dict[str, Any]]:
-    messages = conversation.messages.exclude(role=Message.Role.SYSTEM).select_related("author")
+    messages = conversation.messages.exclude(role=Message.Role.SYSTEM).select_related("author", "model_version")
     return [message_payload(m) for m in messages]
 
 
@@ -77,6 +83,17 @@ def reply_in_flight(conversation: Conversation) -> Message | None:
         conversation.messages.filter(role=Message.Role.BOT, status__in=Message.ACTIVE_STATUSES)
         .order_by("-created_at")
         .first()
+    )
+
+
+def replies_unqueued(*, queued: set[int], older_than_s: float, limit: int = 100) -> list[int]:
+    """Bot replies still waiting for a worker that have no request in the stream (``queued``)."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    return list(
+        Message.objects.filter(role=Message.Role.BOT, status__in=Message.ACTIVE_STATUSES, created_at__lt=cutoff)
+        .exclude(id__in=queued)
+        .order_by("id")
+        .values_list("id", flat=True)[:limit]
     )
 
 
@@ -188,6 +205,7 @@ def inbox_item(conversation: Conversation) -> dict[str, Any]:
         "updated_at": _iso(conversation.updated_at),
         "last_text": last.text[:140] if last else "",
         "reviewed": conversation.reviewed,
+        "has_negative": Feedback.objects.filter(message__conversation=conversation, positive=False).exists(),
     }
 
 

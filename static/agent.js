@@ -64,11 +64,14 @@
       const li = messageItem(frame.message_id);
       if (!li) return;
       li.querySelector(".body").textContent = frame.text;
-      li.querySelector(".meta").textContent = frame.status + (frame.error ? ": " + frame.error : "");
+      drawMeta(li, frame.status + (frame.error ? ": " + frame.error : ""));
       setClass(li, frame.status);
     },
     status(frame) { if (forThisConversation(frame)) setStatus(frame.conversation); },
-    review(frame) { if (forThisConversation(frame)) applyReview(frame); },
+    review(frame) {
+      if (inboxPage) reviewRow(frame);
+      if (forThisConversation(frame)) applyReview(frame);
+    },
     notice() {},
     error(frame) { showAlert(frame.detail); },
   };
@@ -77,9 +80,11 @@
 
   // The inbox.
 
+  const inboxRow = (id) => $("rows").querySelector(`tr[data-id="${CSS.escape(String(id))}"]`);
+
   function upsertRow(item) {
     const rows = $("rows");
-    let row = rows.querySelector(`tr[data-id="${CSS.escape(item.id)}"]`);
+    let row = inboxRow(item.id);
     if (!row) {
       // New rows only join the first, unfiltered page: anywhere else they might not belong.
       if (inboxPage.dataset.page !== "1" || location.search.replace(/[?&]page=1\b/, "").length > 1) return;
@@ -97,11 +102,70 @@
       rows.prepend(row);
     }
     row.className = `status-${item.status} fresh`;
+    row.dataset.status = item.status;
     row.querySelector(".status").textContent = item.status_label;
     row.querySelector(".last").textContent = item.last_text;
     row.querySelector(".agent").textContent = item.agent;
     const count = row.querySelector(".count");
     if (count) count.textContent = "";
+    if ("reviewed" in item) setFlag(row, "reviewed", item.reviewed);
+    if ("has_negative" in item) setFlag(row, "negative", item.has_negative);
+    checkFilters(row);
+  }
+
+  // A rating or a review saved elsewhere: the row's flags follow. A thumbs down sets the negative
+  // flag; a thumbs up cannot clear it (another reply may still have one) unless the frame says so.
+  function reviewRow(frame) {
+    const row = inboxRow(frame.conversation_id);
+    if (!row) return;
+    if ("reviewed" in frame) setFlag(row, "reviewed", frame.reviewed);
+    const negative = ["agent_feedback", "customer_feedback"].some((key) => frame[key] && frame[key].positive === false);
+    if ("has_negative" in frame) setFlag(row, "negative", frame.has_negative);
+    else if (negative) setFlag(row, "negative", true);
+    checkFilters(row);
+  }
+
+  const FLAGS = {
+    negative: { className: "flag bad negative", title: "Has negative feedback", text: "👎" },
+    reviewed: { className: "flag reviewed", title: "Reviewed", text: "✔" },
+  };
+  const hasFlag = (row, name) => !!row.querySelector(`.flags .flag.${name}`);
+
+  function setFlag(row, name, on) {
+    const cell = row.querySelector(".flags"), shown = cell.querySelector(`.flag.${name}`);
+    if (!on) { if (shown) shown.remove(); return; }
+    if (shown) return;
+    const flag = document.createElement("span");
+    flag.className = FLAGS[name].className;
+    flag.title = FLAGS[name].title;
+    flag.textContent = FLAGS[name].text;
+    if (name === "negative") cell.prepend(flag); else cell.append(flag);
+  }
+
+  // On a filtered inbox a row that changed may no longer belong: say so rather than keep it silently.
+  // Only what can change after a conversation starts is checked: status, review, negative feedback.
+  function checkFilters(row) {
+    const params = new URLSearchParams(location.search);
+    const wanted = params.get("status"), reviewed = params.get("reviewed");
+    const misfits = [];
+    if (wanted in STATUS_LABELS && row.dataset.status && row.dataset.status !== wanted) misfits.push("status");
+    if ((reviewed === "yes" || reviewed === "no") && hasFlag(row, "reviewed") !== (reviewed === "yes")) misfits.push("reviewed");
+    if (["1", "on", "true"].includes(params.get("negative")) && !hasFlag(row, "negative")) misfits.push("negative feedback");
+    const stale = misfits.length > 0, status = row.querySelector(".status");
+    let note = status.querySelector(".stale-note");
+    row.classList.toggle("stale", stale);
+    if (!stale) { if (note) note.remove(); return; }
+    if (!note) {
+      note = document.createElement("small");
+      note.className = "stale-note";
+      const why = document.createElement("span"), reload = document.createElement("a");
+      why.className = "why";
+      reload.href = location.pathname + location.search;
+      reload.textContent = "reload";
+      note.append(document.createElement("br"), why, reload);
+      status.append(note);
+    }
+    note.querySelector(".why").textContent = `No longer matches the filters (${misfits.join(", ")}): `;
   }
 
   function alertWaiting(item) {
@@ -173,10 +237,40 @@
       list.append(li);
     }
     li.querySelector(".body").textContent = message.text;
-    if (message.role === "bot") li.querySelector(".meta").textContent = [message.status, message.model].filter(Boolean).join(" · ");
+    drawMeta(li, message.status + (message.error ? ": " + message.error : ""), message);
     setClass(li, message.status);
     li.classList.add(message.role);
     li.scrollIntoView({ block: "nearest" });
+  }
+
+  // A bot reply's info line: status · first token · total · model version · model name. The parts
+  // live on the line's data attributes, drawn by the server; a frame fills in those it carries
+  // (a message frame has the timestamps, not the version's name) and never drops the others.
+  function drawMeta(li, statusText, message) {
+    if (li.dataset.role !== "bot") return;
+    const meta = li.querySelector(".meta"), parts = meta.dataset;
+    if (message) {
+      if (message.status === "pending") parts.firstToken = ""; // queued again: timings start over
+      if (message.status === "pending" || message.status === "streaming") parts.total = "";
+      if (!parts.firstToken) parts.firstToken = seconds(message.created_at, message.first_token_at);
+      if (!parts.total) parts.total = seconds(message.created_at, message.finished_at);
+      if (message.model_version) parts.version = message.model_version;
+      if (message.model) parts.model = message.model;
+    }
+    meta.textContent = [
+      statusText,
+      parts.firstToken && `first token ${parts.firstToken} s`,
+      parts.total && `total ${parts.total} s`,
+      parts.version,
+      parts.model,
+    ].filter(Boolean).join(" · ");
+  }
+
+  // Seconds between two ISO times, written as the server writes them (0.4, 1.0, 12.35).
+  function seconds(from, to) {
+    if (!from || !to) return "";
+    const value = Math.round((Date.parse(to) - Date.parse(from)) / 10) / 100;
+    return Number.isFinite(value) ? (Number.isInteger(value) ? value.toFixed(1) : String(value)) : "";
   }
 
   function setClass(li, messageStatus) {

@@ -1,21 +1,32 @@
 """Customer and agent in real headless Chromium, against daphne and the fake inference worker.
 
 Two browser contexts: the customer asks for a person, the agent sees the alert, takes over and
-replies, the customer sees it live, the agent hands back and the bot answers again.
+replies, the customer sees it live, the agent hands back and the bot answers again. Then the
+agent's pages on their own: everything a customer or the model wrote (and tags and notes) shown
+as text, before and after the live redraws; the reply's latency and model version kept once the
+socket is live; the keyboard; inbox flags and filters kept true by live events.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from conversations.models import Conversation, Correction, Feedback, Message
+from conversations import events, selectors, services
+from conversations.models import Conversation, Correction, Customer, Feedback, Message
+from finetuning.models import ModelVersion
 from tests.e2e.browser import signed_in_context
 from tests.e2e.live import LiveSystem
 
+from .conftest import add_messages
+
 PAYLOAD = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+IMG = '<img src=x onerror="window.__xss=1">'
+SCRIPT = "<script>window.__xss=1</script>"
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -129,3 +140,142 @@ def wait_for(condition: Any, timeout: float = 5) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("the condition never held")
         time.sleep(0.05)
+
+
+def test_the_agent_pages_show_every_text_as_text_and_keep_latency_flags_and_filters_live(
+    fake_system: LiveSystem, browser: Any, agent_user: Any, customer: Customer
+) -> None:
+    version = ModelVersion.objects.create(name="tuned-7", base_model="base")
+    payloaded = Conversation.objects.create(customer=customer)
+    _, first, _, second = add_messages(
+        payloaded,
+        ("customer", IMG + SCRIPT),
+        ("bot", "Sure: " + SCRIPT),
+        ("customer", "And " + IMG),
+        ("bot", IMG + " done"),
+    )
+    Message.objects.filter(id=first.id).update(
+        first_token_at=first.created_at + timedelta(seconds=0.4),
+        finished_at=first.created_at + timedelta(seconds=1.5),
+        model_version=version,
+        model_name="smollm2+tuned-7",
+    )
+    services.feedback_set(message=first, source="customer", positive=False, reason="wrong", comment="No! " + IMG)
+    services.conversation_review(conversation=payloaded, tags=[IMG, SCRIPT], note=f"Note {SCRIPT} {IMG}")
+    plain = Conversation.objects.create(customer=Customer.objects.create(display_name="Bob"))
+    (plain_reply,) = add_messages(plain, ("customer", "Hello"), ("bot", "Hi there"))[1:]
+
+    agent = signed_in_context(browser, fake_system, agent_user).new_page()
+    dialogs: list[str] = []
+    agent.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    # The inbox, filtered to what is not reviewed yet: the last message (the model's) as text.
+    agent.goto(fake_system.url + "/agent/?reviewed=no")
+    agent.wait_for_selector("#agent-connection.online")
+    row, plain_row = f"#rows tr[data-id='{payloaded.id}']", f"#rows tr[data-id='{plain.id}']"
+    assert agent.text_content(f"{row} td.last") == IMG + " done"
+    assert agent.locator(f"{row} .flag.negative").count() == 1
+    assert agent.locator(f"{plain_row} .flag").count() == 0
+
+    # An agent's thumbs down elsewhere: the negative flag appears live.
+    rating = services.feedback_set(
+        message=plain_reply, source="agent", positive=False, reason="rude", author=agent_user
+    )
+    assert rating is not None
+    publish_to_agents(
+        events.review_event(
+            str(plain.id), {"message_id": plain_reply.id, "agent_feedback": selectors.feedback_payload(rating)}
+        )
+    )
+    agent.wait_for_selector(f"{plain_row} .flag.negative")
+
+    # Reviewed elsewhere: the flag appears and the row says it no longer matches "not reviewed".
+    services.conversation_review(conversation=payloaded, reviewed=True)
+    publish_to_agents(events.review_event(str(payloaded.id), {"reviewed": True}))
+    agent.wait_for_selector(f"{row}.stale .flag.reviewed")
+    assert "No longer matches the filters (reviewed)" in agent.text_content(f"{row} .stale-note")
+    assert agent.locator(f"{plain_row}.stale").count() == 0
+
+    # A live refresh of the row (as a new message brings) redraws it as text and keeps it stale.
+    publish_to_agents(events.inbox_event(selectors.inbox_item(payloaded)))
+    agent.wait_for_selector(f"{row}.fresh.stale .flag.reviewed")
+    assert agent.text_content(f"{row} td.last") == IMG + " done"
+    assert agent.locator("#rows img, #rows script").count() == 0
+    assert agent.evaluate("typeof window.__xss") == "undefined"
+
+    # The transcript, once the socket is live and has redrawn every message from its history frame.
+    agent.goto(f"{fake_system.url}/agent/conversations/{payloaded.id}/")
+    agent.wait_for_selector("#agent-connection.online")
+    agent.wait_for_selector("#transcript-page[data-watching='1']")
+    reply = f"li.msg.bot[data-id='{first.id}']"
+    meta = agent.text_content(f"{reply} .meta")
+    for expected in ("complete", "first token 0.4 s", "total 1.5 s", "tuned-7", "smollm2+tuned-7"):
+        assert expected in meta
+    bodies = agent.locator("#transcript li.msg .body").all_text_contents()
+    assert bodies == [IMG + SCRIPT, "Sure: " + SCRIPT, "And " + IMG, IMG + " done"]
+    assert agent.text_content(f"{reply} .customer-feedback") == f"Customer: 👎 not helpful (wrong) “No! {IMG}”"
+    assert agent.input_value("#tags") == f"{IMG}, {SCRIPT}"
+    assert agent.input_value("#note") == f"Note {SCRIPT} {IMG}"
+
+    # The reply's end, and the customer's new comment, arrive live: the info line keeps its
+    # latency and version; the comment is still text.
+    publish_to_conversation(payloaded.id, events.done_event(first.id, "Sure: " + SCRIPT, "complete"))
+    comment = {"positive": False, "reason": "unhelpful", "comment": SCRIPT}
+    publish_to_agents(events.review_event(str(payloaded.id), {"message_id": first.id, "customer_feedback": comment}))
+    agent.wait_for_function(
+        "(sel) => document.querySelector(sel).textContent.includes('(unhelpful)')", arg=f"{reply} .customer-feedback"
+    )
+    assert agent.text_content(f"{reply} .customer-feedback") == f"Customer: 👎 not helpful (unhelpful) “{SCRIPT}”"
+    assert agent.text_content(f"{reply} .meta") == meta
+
+    # A reply whose timings the page never had: the message frame's timestamps fill them in.
+    Message.objects.filter(id=second.id).update(
+        first_token_at=second.created_at + timedelta(seconds=0.25),
+        finished_at=second.created_at + timedelta(seconds=2),
+        model_name="smollm2",
+    )
+    second.refresh_from_db()
+    assert agent.text_content(f"li.msg[data-id='{second.id}'] .meta") == "complete"
+    publish_to_conversation(payloaded.id, events.message_event(selectors.message_payload(second)))
+    agent.wait_for_function(
+        "(sel) => document.querySelector(sel).textContent === 'complete · first token 0.25 s · total 2.0 s · smollm2'",
+        arg=f"li.msg[data-id='{second.id}'] .meta",
+    )
+
+    # Keyboard: j, j, k comes back to the first reply; g rates it good; r toggles Reviewed off.
+    agent.locator("body").click(position={"x": 5, "y": 5})
+    focused = "() => document.activeElement.dataset.id"
+    agent.keyboard.press("j")
+    assert agent.evaluate(focused) == str(first.id)
+    agent.keyboard.press("j")
+    assert agent.evaluate(focused) == str(second.id)
+    agent.keyboard.press("k")
+    assert agent.evaluate(focused) == str(first.id)
+    assert agent.locator("li.msg.current").count() == 1
+    agent.keyboard.press("g")
+    agent.wait_for_selector(f"{reply} button.good.chosen")
+    assert Feedback.objects.get(message=first, source="agent").positive is True
+    agent.keyboard.press("r")
+    agent.wait_for_function("() => document.querySelector('#review-saved').textContent === 'Saved.'")
+    assert agent.is_checked("#reviewed") is False
+    payloaded.refresh_from_db()
+    # The review went through the form and back through the socket: tags and note survive as text.
+    assert (payloaded.reviewed, payloaded.tags, payloaded.note) == (False, [IMG, SCRIPT], f"Note {SCRIPT} {IMG}")
+    assert agent.input_value("#tags") == f"{IMG}, {SCRIPT}"
+    assert agent.input_value("#note") == f"Note {SCRIPT} {IMG}"
+
+    assert agent.locator("#transcript img, #transcript script, .review img, .review script").count() == 0
+    assert agent.evaluate("typeof window.__xss") == "undefined"
+    assert dialogs == []
+
+
+def publish_to_agents(payload: dict[str, Any]) -> None:
+    """What the server publishes to the agents' group. From a thread of its own: Playwright's sync
+    API keeps an event loop in this one, and ``async_to_sync`` refuses to run beside it."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(events.publish_agents_sync, payload).result()
+
+
+def publish_to_conversation(conversation_id: Any, payload: dict[str, Any]) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(events.publish_sync, conversation_id, payload).result()
