@@ -10,6 +10,7 @@
   const ROLE_NAMES = { customer: "You", bot: "Assistant", agent: "Agent", system: "" };
 
   let socket = null, retryDelay = 500, conversation = null;
+  let sentOnSocket = new Set(), lastSent = null; // outbox client ids sent on the current socket
   const ratings = new Map(); // message id -> {positive, reason, comment}: the customer's own feedback
   const bubbles = new Map(); // message id or "c:" + client_id -> {li, data}
   // What the customer typed that the server has not confirmed yet: kept across reloads.
@@ -20,20 +21,49 @@
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    socket = new WebSocket(`${scheme}://${location.host}/ws/chat/`);
-    socket.onopen = () => { retryDelay = 500; setBadge("Connected", "online"); };
+    // A reconnect returns to the conversation on screen, even if it was closed meanwhile (the
+    // customer then sees the closure and the rating question); a reload takes the latest open one.
+    const query = conversation ? `?conversation=${encodeURIComponent(conversation.id)}` : "";
+    socket = new WebSocket(`${scheme}://${location.host}/ws/chat/${query}`);
+    sentOnSocket = new Set();
+    socket.onopen = () => { retryDelay = 500; setBadge("Connected", "online"); updateControls(); };
     socket.onmessage = (event) => handle(JSON.parse(event.data));
     socket.onclose = (event) => {
       setBadge("Reconnecting…", "offline");
+      updateControls();
       if (event.code === 4401) { setNotice("Your session has expired: reload the page."); return; }
+      if (event.code === 4404) { conversation = null; setTimeout(connect, 0); return; } // gone: the latest open one
       setTimeout(connect, retryDelay);
       retryDelay = Math.min(retryDelay * 2, 10000);
     };
   }
 
+  const online = () => !!socket && socket.readyState === WebSocket.OPEN;
+
   function send(frame) {
-    if (socket && socket.readyState === WebSocket.OPEN) { socket.send(JSON.stringify(frame)); return true; }
+    if (online()) { socket.send(JSON.stringify(frame)); return true; }
     return false;
+  }
+
+  function sendQueued(item) {
+    if (!send({ type: "message", text: item.text, client_id: item.client_id })) return;
+    sentOnSocket.add(item.client_id);
+    lastSent = item.client_id;
+  }
+
+  // Send what waits in the outbox (typed while offline), oldest first. While the bot holds the
+  // conversation, one at a time and only between replies: the server refuses a message while the
+  // bot is answering, so the next waits for the reply to the previous one (`done`).
+  function flushOutbox() {
+    if (!online() || !conversation) return;
+    const withBot = conversation.status === "bot";
+    for (const item of outbox) {
+      if (!sentOnSocket.has(item.client_id)) {
+        if (withBot && replyInFlight()) return;
+        sendQueued(item);
+      }
+      if (withBot) return;
+    }
   }
 
   const handlers = {
@@ -45,10 +75,14 @@
       Object.entries(frame.feedback || {}).forEach(([id, f]) => ratings.set(Number(id), f));
       showStatus();
       frame.messages.forEach(render);
+      // Sent before the socket dropped, but the echo was lost with it: already stored, not resent.
+      const stored = new Set(frame.messages.map((m) => m.client_id).filter(Boolean));
+      outbox = outbox.filter((item) => !stored.has(item.client_id));
+      saveOutbox();
       outbox.forEach(showUnsent);
       setNotice(frame.worker_online ? "" : "The assistant is starting up; messages will be answered as soon as it is ready.");
-      outbox.forEach((item) => send({ type: "message", text: item.text, client_id: item.client_id }));
       updateControls();
+      flushOutbox();
     },
     message(frame) {
       const message = frame.message;
@@ -83,6 +117,7 @@
       Object.assign(bubble.data, { text: frame.text, status: frame.status, error: frame.error || "" });
       paint(bubble);
       updateControls();
+      flushOutbox();
     },
     error(frame) {
       setNotice(frame.detail);
@@ -94,6 +129,7 @@
       conversation = frame.conversation;
       showStatus();
       updateControls();
+      flushOutbox();
     },
     feedback(frame) {
       if (frame.feedback) ratings.set(frame.message_id, frame.feedback); else ratings.delete(frame.message_id);
@@ -131,7 +167,10 @@
       const li = document.createElement("li");
       li.dataset.id = message.id;
       li.append(span("who"), span("body"), span("meta"));
-      list.append(li);
+      // In id order, stored before unsent: the worker may announce its reply before this socket
+      // hears the echo of the customer message it answers.
+      const later = [...list.children].find((other) => !other.dataset.id || Number(other.dataset.id) > message.id);
+      list.insertBefore(li, later || null);
       bubble = { li, data: message };
       bubbles.set(message.id, bubble);
     }
@@ -194,7 +233,8 @@
 
   function restoreUnsent() {
     // A refused message goes back into the box, so nothing typed is lost.
-    const item = outbox.pop();
+    const index = outbox.findIndex((queued) => queued.client_id === lastSent);
+    const item = index >= 0 ? outbox.splice(index, 1)[0] : outbox.pop();
     if (!item) return;
     saveOutbox();
     const local = bubbles.get("c:" + item.client_id);
@@ -212,7 +252,8 @@
   }
 
   function updateControls() {
-    const busy = replyInFlight() && (!conversation || conversation.status === "bot");
+    // Offline, Stop could not reach the server; Send queues the message for the reconnect instead.
+    const busy = online() && replyInFlight() && (!conversation || conversation.status === "bot");
     const closed = !!conversation && conversation.status === "closed";
     stopButton.hidden = !busy;
     sendButton.hidden = busy;
@@ -221,14 +262,18 @@
 
   function submit() {
     const text = input.value.trim();
-    if (!text || (replyInFlight() && conversation && conversation.status === "bot")) return;
+    if (!text || (online() && replyInFlight() && conversation && conversation.status === "bot")) return;
     const item = { client_id: newClientId(), text };
     outbox.push(item);
     saveOutbox();
     showUnsent(item);
     input.value = "";
-    setNotice("");
-    send({ type: "message", text, client_id: item.client_id }); // if offline, resent on reconnect
+    if (online()) {
+      setNotice("");
+      sendQueued(item);
+    } else {
+      setNotice("You are offline: your message will be sent as soon as the connection is back.");
+    }
   }
 
   $("composer").addEventListener("submit", (event) => { event.preventDefault(); submit(); });

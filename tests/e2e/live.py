@@ -116,3 +116,80 @@ class LiveSystem:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+    # Helpers for the resilience tests (tests/e2e/test_browser_resilience.py): a fake worker with
+    # replies of the test's choosing, and the web process stopped and started on the same port.
+
+    def start_scripted_worker(
+        self,
+        script: dict[str, str],
+        *,
+        default_reply: str = "",
+        step_delay_s: float = 0.05,
+        max_new_tokens: int = 1000,
+    ) -> subprocess.Popen[bytes]:
+        """The fake engine (one word, one token, per step) answering ``script[last customer text]``;
+        the ``--fake`` command's replies are fixed. Same consumer name as ``start_worker``."""
+        import json
+
+        spec = {"script": script, "default_reply": default_reply, "step_delay_s": step_delay_s}
+        command = ["-c", SCRIPTED_WORKER, f"e2e-{self.port}"]
+        env = {"SCRIPTED_WORKER_SPEC": json.dumps(spec), "GENERATION_MAX_NEW_TOKENS": str(max_new_tokens)}
+        self.worker = self._spawn("worker", command, env)
+        return self.worker
+
+    def stop_worker(self) -> None:
+        """Stop the worker as Ctrl-C does: it takes its heartbeat down with it (no 10 s expiry)."""
+        if self.worker.poll() is None:
+            self.worker.terminate()
+        self.worker.wait(30)
+
+    def stop_web(self) -> None:
+        """Stop daphne: every open socket drops."""
+        if self.web.poll() is None:
+            self.web.terminate()
+        try:
+            self.web.wait(15)
+        except subprocess.TimeoutExpired:
+            self.web.kill()
+            self.web.wait(5)
+
+    def start_web(self, timeout: float = 60) -> None:
+        """Start daphne again on the same port and wait until it answers."""
+        daphne = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatbot.asgi:application"]
+        self.web = self._spawn("web", daphne)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/healthz", timeout=1)
+                return
+            except OSError:
+                if self.web.poll() is not None:
+                    raise RuntimeError(f"daphne exited; see {LOGS}") from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError("daphne did not come back up") from None
+                time.sleep(0.1)
+
+
+SCRIPTED_WORKER = """
+import asyncio, json, os, signal, sys
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
+django.setup()
+
+from django.conf import settings
+
+from conversations.inference.fake import FakeEngine
+from conversations.worker import InferenceWorker
+
+spec = json.loads(os.environ["SCRIPTED_WORKER_SPEC"])
+options = {"default_reply": spec["default_reply"]} if spec["default_reply"] else {}
+engine = FakeEngine(spec["script"], step_delay_s=spec["step_delay_s"], **options)
+worker = InferenceWorker(engine, flush_ms=settings.CHAT_STREAM_FLUSH_MS)
+worker.consumer = sys.argv[1]
+for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, lambda *_: worker.stop_event.set())
+asyncio.run(worker.run())
+"""
