@@ -31,14 +31,38 @@ SCRIPT = "<script>window.__xss=1</script>"
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
+# Stands in for the Web Audio API, counting the tones the inbox plays.
+COUNT_BEEPS = """
+window.__beeps = 0;
+window.AudioContext = class {
+  constructor() { this.currentTime = 0; this.destination = {}; }
+  resume() {}
+  createOscillator() {
+    window.__beeps += 1;
+    const node = { frequency: { value: 0 }, type: "", connect: () => node, start() {}, stop() {} };
+    return node;
+  }
+  createGain() {
+    const gain = { value: 0, setValueAtTime() {}, linearRampToValueAtTime() {},
+                   exponentialRampToValueAtTime() {} };
+    const node = { gain, connect: () => node };
+    return node;
+  }
+};
+"""
+
+
 def test_a_customer_asks_for_a_person_and_an_agent_takes_over_live(
     fake_system: LiveSystem, browser: Any, agent_user: Any
 ) -> None:
     dialogs: list[str] = []
     agent = signed_in_context(browser, fake_system, agent_user).new_page()
     agent.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    agent.add_init_script(COUNT_BEEPS)
     agent.goto(fake_system.url + "/agent/")
     agent.wait_for_selector("#agent-connection.online")
+    agent.check("#sound")  # the audible alert is the agent's choice; the click also unlocks audio
+    assert agent.evaluate("window.__beeps") == 1  # a sample beep on switching it on
 
     customer = browser.new_context().new_page()
     customer.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
@@ -70,6 +94,7 @@ def test_a_customer_asks_for_a_person_and_an_agent_takes_over_live(
     )
     agent.wait_for_selector("#alert.waiting:not([hidden])")
     assert "is waiting for an agent" in agent.text_content("#alert")
+    agent.wait_for_function("() => window.__beeps === 2")  # and the alert sounded
     agent.wait_for_selector("#rows tr.status-waiting .status:text-is('Waiting for an agent')")
     agent.click("#alert a")
     agent.wait_for_selector("#transcript-page[data-watching='1']")
