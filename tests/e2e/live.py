@@ -38,15 +38,18 @@ def free_port() -> int:
 class LiveSystem:
     """daphne and an inference worker (the real model, or ``--fake`` scripted replies)."""
 
-    def __init__(self, *, fake: bool = False) -> None:
+    def __init__(self, *, fake: bool = False, prefix: str = "") -> None:
+        """``prefix``: the Redis key and channel prefix, the test run's by default; one of its own
+        keeps this system's requests from any other live system's worker."""
         self.fake = fake
+        prefix = prefix or settings.REDIS_KEY_PREFIX
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url(),
-            "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX,
-            "CHANNEL_PREFIX": settings.REDIS_KEY_PREFIX,
+            "REDIS_KEY_PREFIX": prefix,
+            "CHANNEL_PREFIX": prefix,
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "CHAT_RATE_LIMIT_MESSAGES": "1000",
             "GENERATION_MAX_NEW_TOKENS": os.environ.get("E2E_MAX_NEW_TOKENS", "96"),

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from django.conf import settings
 
 from conversations.models import Conversation, Message
 from tests.e2e.live import LiveSystem
@@ -56,11 +57,15 @@ document.addEventListener("DOMContentLoaded", () => {
 
 
 @pytest.fixture(scope="module")
-def system(fake_system: LiveSystem) -> LiveSystem:
-    """The module's live system, its ``--fake`` worker swapped for one answering ``SCRIPT``."""
-    fake_system.stop_worker()
-    start_worker(fake_system)
-    return fake_system
+def system(browser: Any, django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveSystem]:
+    """The module's own live system, its ``--fake`` worker swapped for one answering ``SCRIPT``.
+    Under a Redis prefix of its own: the session's real-model worker, when an earlier module
+    started it, would otherwise answer these requests too."""
+    system = LiveSystem(fake=True, prefix=f"{settings.REDIS_KEY_PREFIX}:resilience")
+    system.stop_worker()
+    start_worker(system)
+    yield system
+    system.stop()
 
 
 def start_worker(system: LiveSystem) -> None:
