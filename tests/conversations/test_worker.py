@@ -334,7 +334,7 @@ async def test_a_live_workers_reply_is_not_taken_by_another(
     assert frames[-1]["status"] == "complete" and frames[-1]["text"] == LONG_REPLY
     assert idle.submitted == []
     restarts = [f for f in frames if f["type"] == "message" and f["message"]["role"] == "bot"]
-    assert all(f["message"]["text"] == "" for f in restarts[:1]) and len(restarts) <= 1
+    assert restarts == []  # a second claim would have restarted the reply from empty text
     await socket.disconnect()
 
 
