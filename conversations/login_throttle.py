@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
@@ -70,37 +72,36 @@ def _keys(request: HttpRequest | None, username: str) -> list[str]:
 
 
 def is_throttled(request: HttpRequest | None, username: str) -> bool:
-    try:
+    found: dict[str, Any] = {}
+    with _redis_down_tolerated("check"):
         found = counts().get_many(_keys(request, username))
-    except RedisError:  # sign-in keeps working while Redis is down, unthrottled, and says so
-        log.warning("login throttle unavailable: Redis did not answer", exc_info=True)
-        return False
     return any((count or 0) >= settings.LOGIN_THROTTLE_FAILURES for count in found.values())
 
 
 def record_failure(request: HttpRequest | None, username: str) -> None:
-    try:
-        _count(_keys(request, username))
-    except RedisError:
-        log.warning("login throttle could not count a failure: Redis did not answer", exc_info=True)
-
-
-def _count(keys: list[str]) -> None:
     cache = counts()
-    for key in keys:
-        # add() starts the window at the first failure; incr() keeps its expiry.
-        if not cache.add(key, 1, timeout=settings.LOGIN_THROTTLE_WINDOW_S):
-            try:
-                cache.incr(key)
-            except ValueError:  # expired between add and incr
-                cache.add(key, 1, timeout=settings.LOGIN_THROTTLE_WINDOW_S)
+    with _redis_down_tolerated("count a failure"):
+        for key in _keys(request, username):
+            # add() starts the window at the first failure; incr() keeps its expiry.
+            if not cache.add(key, 1, timeout=settings.LOGIN_THROTTLE_WINDOW_S):
+                try:
+                    cache.incr(key)
+                except ValueError:  # expired between add and incr
+                    cache.add(key, 1, timeout=settings.LOGIN_THROTTLE_WINDOW_S)
 
 
 def record_success(request: HttpRequest | None, username: str) -> None:
-    try:
+    with _redis_down_tolerated("reset a count"):
         counts().delete(_keys(request, username)[1])
+
+
+@contextmanager
+def _redis_down_tolerated(what: str) -> Iterator[None]:
+    """Sign-in keeps working while Redis is down, unthrottled, and the log says so."""
+    try:
+        yield
     except RedisError:
-        log.warning("login throttle could not reset a count: Redis did not answer", exc_info=True)
+        log.warning("login throttle could not %s: Redis did not answer", what, exc_info=True)
 
 
 class ThrottledModelBackend(ModelBackend):

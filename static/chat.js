@@ -251,9 +251,12 @@
     return [...bubbles.values()].some(({ data }) => data.role === "bot" && (data.status === "pending" || data.status === "streaming"));
   }
 
+  // The bot is answering and the server can hear a Stop. Offline, Stop could not reach the server:
+  // Send queues the message for the reconnect instead.
+  const botAnswering = () => online() && replyInFlight() && (!conversation || conversation.status === "bot");
+
   function updateControls() {
-    // Offline, Stop could not reach the server; Send queues the message for the reconnect instead.
-    const busy = online() && replyInFlight() && (!conversation || conversation.status === "bot");
+    const busy = botAnswering();
     const closed = !!conversation && conversation.status === "closed";
     stopButton.hidden = !busy;
     sendButton.hidden = busy;
@@ -262,7 +265,7 @@
 
   function submit() {
     const text = input.value.trim();
-    if (!text || (online() && replyInFlight() && conversation && conversation.status === "bot")) return;
+    if (!text || botAnswering()) return;
     const item = { client_id: newClientId(), text };
     outbox.push(item);
     saveOutbox();

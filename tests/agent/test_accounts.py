@@ -216,3 +216,17 @@ def test_the_admin_login_is_throttled_too(admin_user: User) -> None:
     client = Client(REMOTE_ADDR="10.9.9.9")
     client.post("/admin/login/", {"username": "admin", "password": "password"})
     assert "_auth_user_id" not in client.session  # the username itself is throttled
+
+
+def test_sign_in_keeps_working_unthrottled_while_redis_is_down(
+    agent_user: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from django.core.cache.backends.redis import RedisCache
+
+    nowhere = RedisCache("redis://127.0.0.1:1/0", {"OPTIONS": {"socket_connect_timeout": 0.2}})
+    monkeypatch.setattr(login_throttle, "counts", lambda: nowhere)
+    failed = sign_in(Client(), "dana", "wrong password")
+    assert failed.status_code == 200  # refused as a wrong password, not a server error
+    assert sign_in(Client(), "dana", "a-long-agent-password").status_code == 302
+    assert "login throttle could not count a failure" in caplog.text
+    assert "login throttle could not check" in caplog.text
