@@ -26,9 +26,18 @@ class ModelVersion(models.Model):
     snapshot = models.ForeignKey(
         "DatasetSnapshot", null=True, blank=True, on_delete=models.SET_NULL, related_name="versions"
     )
+    # Why an inference worker could not serve it (its adapter failed to load); empty while servable.
+    serve_error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # At most one version serves: two racing promotes, or a promote racing a rollback, cannot
+            # leave two active even if the code that orders them has a bug.
+            models.UniqueConstraint(
+                fields=["status"], condition=models.Q(status="active"), name="at_most_one_active_version"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name

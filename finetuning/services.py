@@ -318,7 +318,9 @@ def _activate(version: ModelVersion | None) -> None:
         status=ModelVersion.Status.RETIRED
     )
     if version is not None:
-        ModelVersion.objects.filter(id=version.id).update(status=ModelVersion.Status.ACTIVE, promoted_at=now)
+        ModelVersion.objects.filter(id=version.id).update(
+            status=ModelVersion.Status.ACTIVE, promoted_at=now, serve_error=""
+        )
         version.refresh_from_db()
 
 
@@ -361,3 +363,11 @@ def snapshot_build_now() -> DatasetSnapshot:
         model_path=model_path, tokenizer=tokenizer, system_prompt=options.system_prompt, count=options.general_examples
     )
     return datasets.snapshot_build(tokenizer=tokenizer, options=options, general_replies=general)
+
+
+def version_mark_unservable(*, name: str, error: str) -> None:
+    """An inference worker could not load this version's adapter: say why on its page; replies
+    that ask for it fail with that reason until it is promoted again (which clears the mark)."""
+    updated = ModelVersion.objects.filter(name=name).update(serve_error=error[:2000])
+    if updated:
+        log.warning("version %s marked unservable: %s", name, error)
