@@ -170,6 +170,9 @@ INFERENCE_REPLY_TIMEOUT_S = env_float("INFERENCE_REPLY_TIMEOUT_S", 120.0)
 # A reply still pending this long with no request in the Redis stream is queued again.
 INFERENCE_REQUEUE_AFTER_S = env_float("INFERENCE_REQUEUE_AFTER_S", 30.0)
 INFERENCE_CONTEXT_TOKENS = env_int("INFERENCE_CONTEXT_TOKENS", 2048)
+# The inference worker's loops retry their errors with backoff; one failing (or stuck) this long
+# ends the worker with exit status 1, so a supervisor restarts it instead of it sitting deaf.
+INFERENCE_LOOP_FAIL_LIMIT_S = env_float("INFERENCE_LOOP_FAIL_LIMIT_S", 60.0)
 GENERATION_TEMPERATURE = env_float("GENERATION_TEMPERATURE", 0.3)
 GENERATION_TOP_P = env_float("GENERATION_TOP_P", 0.9)
 GENERATION_TOP_K = env_int("GENERATION_TOP_K", 50)

@@ -78,6 +78,7 @@ class Message(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     token_count = models.PositiveIntegerField(default=0)
     model_name = models.CharField(max_length=200, blank=True)  # base model, and "+adapter" when one served
+    claimed_by = models.CharField(max_length=200, blank=True)  # the worker (consumer name) writing it
     model_version = models.ForeignKey(
         "finetuning.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
     )

@@ -1,9 +1,21 @@
-"""Turning a stored conversation into the model's chat messages. Pure functions, no Django, no torch."""
+"""Turning a stored conversation into the model's prompt, and the settings into its sampling.
+
+``build_chat`` and its helpers are pure (no Django, no torch); ``prompt_for`` reads the stored
+history and the system prompt and measures the templated result with the engine's tokenizer.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from .inference.types import SamplingParams
+
+if TYPE_CHECKING:
+    from .models import Message
 
 # How the stored roles speak to the model: agents answer in the assistant's seat.
 MODEL_ROLES = {"customer": "user", "bot": "assistant", "agent": "assistant"}
@@ -67,3 +79,46 @@ def _merge_consecutive(messages: list[dict[str, str]]) -> list[dict[str, str]]:
         else:
             merged.append(message)
     return merged
+
+
+def sampling_from_settings() -> SamplingParams:
+    seed = settings.GENERATION_SEED
+    return SamplingParams(
+        temperature=settings.GENERATION_TEMPERATURE,
+        top_p=settings.GENERATION_TOP_P,
+        top_k=settings.GENERATION_TOP_K,
+        repetition_penalty=settings.GENERATION_REPETITION_PENALTY,
+        max_new_tokens=settings.GENERATION_MAX_NEW_TOKENS,
+        seed=int(seed) if seed not in (None, "") else None,
+    )
+
+
+def prompt_for(message: Message, tokenizer: Any, *, max_new_tokens: int, max_positions: int | None = None) -> list[int]:
+    """The chat-template token ids for answering ``message``, from the stored history before it.
+
+    The prompt leaves room for ``max_new_tokens`` within ``INFERENCE_CONTEXT_TOKENS`` and within the
+    model's own context (``max_positions``). History is counted turn by turn, then the templated
+    prompt is measured: when the template's markup makes it overflow, fewer turns are kept.
+    """
+    from .models import BotSettings
+
+    history = [Turn(m.role, m.text) for m in message.conversation.messages.filter(id__lt=message.id)]
+    system_prompt = BotSettings.load().system_prompt or settings.DEFAULT_SYSTEM_PROMPT
+    context = min(settings.INFERENCE_CONTEXT_TOKENS, max_positions or settings.INFERENCE_CONTEXT_TOKENS)
+    limit = max(context - max_new_tokens, 1)
+    budget = limit
+    for _ in range(4):
+        chat = build_chat(
+            system_prompt=system_prompt,
+            history=history,
+            count_tokens=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
+            budget_tokens=budget,
+        )
+        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # some tokenizers return a BatchEncoding
+            ids = ids["input_ids"]
+        overflow = len(ids) - limit
+        if overflow <= 0:
+            return list(ids)
+        budget -= overflow
+    return list(ids)[-limit:]  # a system prompt alone longer than the context: keep the question

@@ -86,14 +86,15 @@ def reply_in_flight(conversation: Conversation) -> Message | None:
     )
 
 
-def replies_unqueued(*, queued: set[int], older_than_s: float, limit: int = 100) -> list[int]:
-    """Bot replies still waiting for a worker that have no request in the stream (``queued``)."""
+def replies_unqueued(*, queued: set[int], older_than_s: float, limit: int = 100) -> list[tuple[int, str]]:
+    """(id, worker that claimed it) of bot replies still waiting for a worker that have no request
+    in the stream (``queued``); a reply nobody claimed yet has an empty owner."""
     cutoff = timezone.now() - timedelta(seconds=older_than_s)
     return list(
         Message.objects.filter(role=Message.Role.BOT, status__in=Message.ACTIVE_STATUSES, created_at__lt=cutoff)
         .exclude(id__in=queued)
         .order_by("id")
-        .values_list("id", flat=True)[:limit]
+        .values_list("id", "claimed_by")[:limit]
     )
 
 

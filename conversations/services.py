@@ -405,11 +405,12 @@ def satisfaction_set(*, conversation: Conversation, score: Any) -> Conversation:
 # The inference worker's writes: claiming a reply, saving its progress, finishing it.
 
 
-def reply_claim(*, message_id: int) -> Message | None:
+def reply_claim(*, message_id: int, consumer: str = "") -> Message | None:
     """Take a queued reply for generation; None when there is nothing (left) to generate.
 
     A reply found ``streaming`` was being written by a worker that died: it starts again from
     nothing, and the socket's next ``message`` frame tells browsers to drop the partial text.
+    ``consumer`` (the worker's name) is recorded as the reply's owner.
     """
     with transaction.atomic():
         message = Message.objects.select_for_update().filter(id=message_id, role=Message.Role.BOT).first()
@@ -426,7 +427,8 @@ def reply_claim(*, message_id: int) -> Message | None:
         message.text = ""
         message.token_count = 0
         message.first_token_at = None
-        message.save(update_fields=["status", "text", "token_count", "first_token_at"])
+        message.claimed_by = consumer[:200]
+        message.save(update_fields=["status", "text", "token_count", "first_token_at", "claimed_by"])
     return message
 
 

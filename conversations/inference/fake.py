@@ -11,8 +11,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .types import GenerationRequest, QueueFull, TokenChunk
+
+
+class FakeAdapterError(RuntimeError):
+    """The fake's counterpart of the real engine's AdapterLoadError (which needs torch to import)."""
 
 
 class WordTokenizer:
@@ -78,6 +83,9 @@ class FakeEngine:
         self._wakeup.set()
 
     def load_adapter(self, name: str, path: object) -> None:
+        """Refuses a folder the real engine would refuse first: one without a peft config."""
+        if not (Path(str(path)) / "adapter_config.json").is_file():
+            raise FakeAdapterError(f"cannot read a peft adapter from {path}: no adapter_config.json")
         self.adapters[name] = str(path)
 
     def unload_adapter(self, name: str) -> None:

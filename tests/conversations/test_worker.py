@@ -248,10 +248,10 @@ async def test_a_conversation_deleted_mid_reply_does_not_stall_the_others(
 
 @pytest.fixture
 def fast_recovery(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
-    from conversations import worker
+    from conversations.worker import loops
 
-    monkeypatch.setattr(worker, "RECOVER_TICK_S", 0.1)
-    monkeypatch.setattr(worker, "RECOVER_SWEEP_EVERY", 1)
+    monkeypatch.setattr(loops, "RECOVER_TICK_S", 0.1)
+    monkeypatch.setattr(loops, "RECOVER_SWEEP_EVERY", 1)
     settings.INFERENCE_REQUEUE_AFTER_S = 0.3
 
 
@@ -391,7 +391,7 @@ def long_conversation(customer: Any, turns: int) -> Message:
 def test_the_templated_prompt_fits_the_context_and_keeps_the_question(
     customer: Any, settings: Any, context: int, max_positions: int | None, limit: int
 ) -> None:
-    from conversations.worker import prompt_for
+    from conversations.prompts import prompt_for
 
     settings.INFERENCE_CONTEXT_TOKENS = context
     reply = long_conversation(customer, turns=20)

@@ -195,4 +195,5 @@ worker.consumer = sys.argv[1]
 for signum in (signal.SIGINT, signal.SIGTERM):
     signal.signal(signum, lambda *_: worker.stop_event.set())
 asyncio.run(worker.run())
+sys.exit(worker.exit_status)
 """

@@ -21,8 +21,8 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 
 from conversations import services as chat_services
-from conversations import worker
 from conversations.models import BotSettings, Correction, Customer, Message
+from conversations.prompts import prompt_for
 from finetuning import general_prompts, services
 from finetuning.base import generate_greedy, load_model
 from finetuning.models import TrainingRun
@@ -54,7 +54,7 @@ def ask(questions: list[str], model: Any, tokenizer: Any) -> list[str]:
         conversation = chat_services.conversation_start(customer=Customer.objects.create())
         sent = chat_services.message_send(conversation=conversation, text=question)
         assert sent.bot_message is not None
-        ids = worker.prompt_for(sent.bot_message, tokenizer, max_new_tokens=48)
+        ids = prompt_for(sent.bot_message, tokenizer, max_new_tokens=48)
         prompts.append(tokenizer.decode(ids))
         chat_services.reply_stop(message=sent.bot_message)  # answered here, not by the live worker
     return generate_greedy(model, tokenizer, prompts, max_new_tokens=24, batch_size=20)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from conversations.worker import InferenceWorker
+from conversations.worker import ConsumerNameTaken, InferenceWorker
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--fake", action="store_true", help="Use the scripted fake engine (no torch).")
-        parser.add_argument("--consumer", default="", help="Stream consumer name (default: worker-HOSTNAME).")
+        parser.add_argument(
+            "--consumer", default="", help="Stream consumer name, unique per worker (default: worker-HOSTNAME-PID)."
+        )
 
     def handle(self, *args: Any, fake: bool = False, consumer: str = "", **options: Any) -> None:
         engine = fake_engine() if fake else real_engine()
@@ -29,7 +32,12 @@ class Command(BaseCommand):
             worker.consumer = consumer
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: worker.stop_event.set())
-        asyncio.run(worker.run())
+        try:
+            asyncio.run(worker.run())
+        except ConsumerNameTaken as taken:
+            raise CommandError(str(taken)) from None
+        if worker.exit_status:
+            sys.exit(worker.exit_status)  # a loop could not recover: let the supervisor restart us
 
 
 def fake_engine() -> Any:

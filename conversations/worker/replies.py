@@ -1,0 +1,192 @@
+"""A reply's lifecycle in the worker: claimed and prepared, saved as it grows, finished, published.
+
+The database is the truth. Publishing (deltas, done) is best effort: a Redis outage mid-reply
+does not drop the reply, its progress and final save go on, and what could not be published is
+published once Redis is back (a browser that reconnects meanwhile gets it from history).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
+
+from .. import events, prompts, selectors, services
+from ..inference.types import GenerationRequest, TokenChunk
+from ..models import Message
+
+log = logging.getLogger(__name__)
+
+FINISH_STATUS = {
+    "stop": Message.Status.COMPLETE,
+    "length": Message.Status.COMPLETE,
+    "cancelled": Message.Status.CANCELLED,
+    "timeout": Message.Status.FAILED,
+    "error": Message.Status.FAILED,
+}
+
+# The database is down or was restarted: the reply is retried, not failed.
+DATABASE_DOWN = (OperationalError, InterfaceError)
+
+
+class EngineLike(Protocol):
+    tokenizer: Any
+    model_name: str
+
+    def submit(self, request: GenerationRequest) -> None: ...
+    def cancel(self, request_id: str) -> None: ...
+    def run(self, emit: Any, stop: threading.Event) -> None: ...
+    def load_adapter(self, name: str, path: Any) -> None: ...
+    def metrics(self) -> dict[str, Any]: ...
+
+
+class ReplyRefused(Exception):
+    """The reply cannot be generated; the message is what the customer reads (no file paths)."""
+
+
+@dataclass
+class Reply:
+    """A reply the worker has claimed, from the stream entry to the final save and the ack."""
+
+    message_id: int
+    conversation_id: str
+    entry_id: str
+    model_name: str
+    text: str = ""
+    sent: int = 0  # characters already published as deltas
+    token_count: int = 0
+    first_token_at: datetime | None = None
+    finish: TokenChunk | None = None
+    silenced: bool = False  # its conversation left the bot: nothing more is published
+    stored: bool = False  # the final save is done: only its done frame and the ack may be left
+    done: dict[str, Any] | None = None  # the done frame, kept until it is published
+
+
+@dataclass
+class Prepared:
+    reply: Reply
+    request: GenerationRequest
+    adapter_path: str = ""
+    told_busy: bool = False
+
+
+def unservable_error(version: str) -> str:
+    return f"The assistant's version {version} cannot answer right now. Please try again in a moment."
+
+
+def prepare(*, message_id: int, entry_id: str, engine: EngineLike, consumer: str) -> Prepared | None:
+    """Claim the reply in the database and build its generation request (runs in a thread)."""
+    message = services.reply_claim(message_id=message_id, consumer=consumer)
+    if message is None:
+        return None
+    sampling = prompts.sampling_from_settings()
+    version = message.model_version
+    adapter = version.name if version is not None and version.adapter_path else None
+    if version is not None and adapter and version.serve_error:
+        raise ReplyRefused(unservable_error(version.name))
+    model_name = engine.model_name + (f"+{adapter}" if adapter else "")
+    Message.objects.filter(id=message.id).update(model_name=model_name)
+    request = GenerationRequest(
+        request_id=str(message.id),
+        prompt_ids=tuple(
+            prompts.prompt_for(
+                message,
+                engine.tokenizer,
+                max_new_tokens=sampling.max_new_tokens,
+                max_positions=getattr(engine, "max_positions", None),
+            )
+        ),
+        sampling=sampling,
+        adapter=adapter,
+        timeout_s=settings.INFERENCE_REPLY_TIMEOUT_S,
+    )
+    reply = Reply(message.id, str(message.conversation_id), entry_id, model_name)
+    return Prepared(reply, request, version.adapter_path if adapter and version else "")
+
+
+reply_prepare = database_sync_to_async(prepare)
+
+
+async def publish_quietly(conversation_id: str, event: dict[str, Any]) -> bool:
+    """Publish, or say it could not (Redis down): the caller tries again later or lets history tell."""
+    try:
+        await events.publish(conversation_id, event)
+    except Exception as error:
+        log.warning("could not publish a %s frame: %s", event.get("type"), error)
+        return False
+    return True
+
+
+async def announce_claimed(reply: Reply) -> None:
+    """Browsers hear the reply is streaming (and drop any partial text of an earlier attempt)."""
+    payload = await database_sync_to_async(selectors.message_payload_by_id)(reply.message_id)
+    await publish_quietly(reply.conversation_id, events.message_event(payload))
+
+
+async def fail(*, message_id: int, error: str) -> None:
+    """A reply that cannot be generated is stored as failed, with a reason the customer can read."""
+    message = await database_sync_to_async(services.reply_finish)(
+        message_id=message_id, text="", status=Message.Status.FAILED, token_count=0, error=error
+    )
+    if message is not None:
+        done = events.done_event(message.id, "", message.status, message.error)
+        await publish_quietly(str(message.conversation_id), done)
+
+
+async def progress_save(replies: dict[int, Reply]) -> set[int]:
+    """Save the new text of every reply still being written; the ids returned may not be written
+    any more (a person holds the conversation, or the reply is gone)."""
+    unsent = {
+        r.message_id: (r.text, r.token_count, r.first_token_at or timezone.now())
+        for r in replies.values()
+        if len(r.text) > r.sent and not r.silenced and not r.stored
+    }
+    if not unsent:
+        return set()
+    return await database_sync_to_async(services.reply_progress)(updates=unsent)
+
+
+async def deltas_publish(reply: Reply, text: str) -> None:
+    """Publish what was saved and not yet sent; on failure the next flush sends it from the same offset."""
+    if len(text) > reply.sent and not reply.silenced and not reply.stored:
+        delta = events.delta_event(reply.message_id, reply.sent, text[reply.sent :])
+        if await publish_quietly(reply.conversation_id, delta):
+            reply.sent = len(text)
+
+
+async def finish_save(reply: Reply) -> None:
+    """The final save, once; its done frame is kept on the reply until it is published."""
+    chunk = reply.finish
+    assert chunk is not None and chunk.finish_reason is not None
+    status = FINISH_STATUS[chunk.finish_reason]
+    error = chunk.error or ("the reply took too long" if chunk.finish_reason == "timeout" else "")
+    text = reply.text
+    if reply.silenced:  # keep only what the customer saw before the conversation left the bot
+        text, status = text[: reply.sent], Message.Status.CANCELLED
+    stored = await database_sync_to_async(services.reply_finish)(
+        message_id=reply.message_id,
+        text=text,
+        status=status,
+        token_count=reply.token_count,
+        first_token_at=reply.first_token_at,
+        error=error,
+    )
+    reply.stored = True
+    if stored is not None:
+        reply.done = events.done_event(stored.id, stored.text, stored.status, stored.error)
+    log.info("reply %s %s: %d tokens", reply.message_id, chunk.finish_reason, reply.token_count)
+
+
+async def done_publish(reply: Reply) -> bool:
+    """Whether nothing is left to publish for this finished reply."""
+    if reply.done is not None and not await publish_quietly(reply.conversation_id, reply.done):
+        return False
+    reply.done = None
+    return True
