@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -12,37 +11,12 @@ from django.test import override_settings
 
 from conversations.inference.fake import FakeEngine
 from conversations.models import Message
-from conversations.worker import InferenceWorker
 
 from .helpers import chat_socket, receive_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_redis")]
 
 LONG_REPLY = " ".join(f"word{i}" for i in range(60))
-
-
-class RunningWorker:
-    def __init__(self, engine: FakeEngine, consumer: str) -> None:
-        self.worker = InferenceWorker(engine, consumer=consumer, flush_ms=20)
-        self.task = asyncio.create_task(self.worker.run())
-
-    async def stop(self) -> None:
-        self.worker.stop_event.set()
-        await asyncio.wait_for(self.task, 10)
-
-
-@pytest.fixture
-async def start_worker() -> AsyncIterator[Callable[..., RunningWorker]]:
-    started: list[RunningWorker] = []
-
-    def start(engine: FakeEngine | None = None, consumer: str = "test-worker") -> RunningWorker:
-        started.append(RunningWorker(engine or FakeEngine(), consumer))
-        return started[-1]
-
-    yield start
-    for running in started:
-        if not running.task.done():
-            await running.stop()
 
 
 async def wait_for_heartbeat(redis_client: Any) -> None:
