@@ -38,9 +38,10 @@ def free_port() -> int:
 class LiveSystem:
     """daphne and an inference worker (the real model, or ``--fake`` scripted replies)."""
 
-    def __init__(self, *, fake: bool = False, prefix: str = "") -> None:
+    def __init__(self, *, fake: bool = False, prefix: str = "", env: dict[str, str] | None = None) -> None:
         """``prefix``: the Redis key and channel prefix, the test run's by default; one of its own
-        keeps this system's requests from any other live system's worker."""
+        keeps this system's requests from any other live system's worker. ``env``: overrides for
+        every process, e.g. a ``REDIS_URL`` or ``DATABASE_URL`` of a fault test's own."""
         self.fake = fake
         prefix = prefix or settings.REDIS_KEY_PREFIX
         self.port = free_port()
@@ -56,6 +57,7 @@ class LiveSystem:
             "GENERATION_TEMPERATURE": "0",  # greedy: what the model says is repeatable
             "INFERENCE_THREADS": os.environ.get("INFERENCE_THREADS", "2"),
             "PYTHONUNBUFFERED": "1",
+            **(env or {}),
         }
         LOGS.mkdir(parents=True, exist_ok=True)
         daphne = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatbot.asgi:application"]
