@@ -69,10 +69,8 @@ def start_if_needed(
             "(apt-get install redis-server) or point REDIS_URL at a running Redis."
         )
     port = where.port or 6379
-    bind = "::1" if where.hostname == "::1" else "127.0.0.1"
-    command = [server, "--port", str(port), "--bind", bind, "--save", "", "--appendonly", "no"]
-    command += ["--loglevel", "warning"] + (["--requirepass", where.password] if where.password else [])
-    say(f"Starting redis-server on {bind} port {port} (none answers on {url})...")
+    command = server_command(url, server)
+    say(f"Starting redis-server on {command[4]} port {port} (none answers on {url})...")
     process = spawn(command, **options)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not answers(url, timeout=0.5):
@@ -85,6 +83,15 @@ def start_if_needed(
             raise RedisUnavailable(f"redis-server did not answer on {url} within {START_TIMEOUT_S:.0f} s.")
         time.sleep(0.1)
     return process
+
+
+def server_command(url: str, server: str = "redis-server") -> list[str]:
+    """The redis-server command line for a throwaway Redis on ``url`` (nothing kept on disk); serve
+    runs it again when the one it started dies."""
+    where = urlparse(url)
+    bind = "::1" if where.hostname == "::1" else "127.0.0.1"
+    command = [server, "--port", str(where.port or 6379), "--bind", bind, "--save", "", "--appendonly", "no"]
+    return command + ["--loglevel", "warning"] + (["--requirepass", where.password] if where.password else [])
 
 
 def spawn(command: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:

@@ -194,6 +194,30 @@ LOGGING = {
     "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
 }
 
+# `serve` (docs/deployment.md): how it restarts a child that dies, and how long /healthz waits on
+# each part it checks.
+SERVE_RESTART_BACKOFF_S = env_float("SERVE_RESTART_BACKOFF_S", 1.0)
+SERVE_RESTART_BACKOFF_MAX_S = env_float("SERVE_RESTART_BACKOFF_MAX_S", 30.0)
+SERVE_STABLE_AFTER_S = env_float("SERVE_STABLE_AFTER_S", 60.0)
+HEALTH_CHECK_TIMEOUT_S = env_float("HEALTH_CHECK_TIMEOUT_S", 2.0)
+
+
+def _make_dirs(*paths: Path) -> None:
+    """The folders the defaults put files in, made on any start (a fresh clone's `migrate` too)."""
+    for path in paths:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:  # not ours to make (a read-only mount): whatever writes there says so then
+            pass
+
+
+_make_dirs(
+    BASE_DIR / "var",
+    *([Path(DATABASES["default"]["NAME"]).parent] if DATABASES["default"]["ENGINE"].endswith("sqlite3") else []),
+    ADAPTERS_DIR,
+    MODEL_CACHE_DIR,
+)
+
 # The agent workspace (docs/agent-workspace.md; each setting in docs/settings.md).
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "agent-inbox"

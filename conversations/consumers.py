@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from . import dispatch, events, roles, selectors, services
+from . import events, health, roles, selectors, services
 from .models import Conversation, Customer, Feedback, Message
 from .services import ChatError, Transition
 
@@ -80,8 +80,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await events.publish(
                 self.conversation.id, events.message_event(selectors.message_payload(result.bot_message))
             )
-            if not await database_sync_to_async(dispatch.worker_online)():
-                await events.publish(self.conversation.id, WORKER_OFFLINE_NOTICE)
+            notice = health.worker_notice(await database_sync_to_async(health.worker_state)())
+            if notice is not None:
+                await events.publish(self.conversation.id, notice)
 
     async def on_stop(self, frame: dict[str, Any]) -> None:
         message = await database_sync_to_async(self._stop)()
@@ -362,15 +363,6 @@ def message_in(conversation: Conversation, message_id: Any) -> Message:
     return message
 
 
-WORKER_OFFLINE_NOTICE = {
-    "type": "notice",
-    "code": "worker_offline",
-    "detail": (
-        "The assistant is not running right now. Your message is saved and will be answered as soon as it is back."
-    ),
-}
-
-
 def history_frame(conversation: Conversation) -> dict[str, Any]:
     conversation.refresh_from_db()
     return {
@@ -378,8 +370,12 @@ def history_frame(conversation: Conversation) -> dict[str, Any]:
         "conversation": selectors.conversation_payload(conversation),
         "messages": selectors.conversation_history(conversation),
         "feedback": selectors.customer_feedback(conversation),
-        "worker_online": dispatch.worker_online(),
+        **_worker(health.worker_state()),
     }
+
+
+def _worker(state: health.WorkerState) -> dict[str, Any]:
+    return {"worker": state, "worker_online": state == "online"}
 
 
 def parse_frame(text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from finetuning.models import ModelVersion
 
-from . import dispatch, events, login_throttle, selectors, services, transcripts
+from . import events, health, login_throttle, selectors, services, transcripts
 from .models import Conversation, Feedback, Message
 from .roles import agent_required
 from .services import ChatError
@@ -41,7 +41,9 @@ def chat_page(request: HttpRequest) -> HttpResponse:
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"web": "ok", "worker_online": dispatch.worker_online()})
+    """Each part's state (conversations/health.py); 503 when the web cannot serve the chat."""
+    report = health.health_report()
+    return JsonResponse(report, status=503 if report["status"] == "down" else 200)
 
 
 class ThrottledLoginView(LoginView):

@@ -80,7 +80,7 @@
       outbox = outbox.filter((item) => !stored.has(item.client_id));
       saveOutbox();
       outbox.forEach(showUnsent);
-      setNotice(frame.worker_online ? "" : "The assistant is starting up; messages will be answered as soon as it is ready.");
+      setNotice(workerNotice(frame));
       updateControls();
       flushOutbox();
     },
@@ -245,6 +245,11 @@
   function span(cls, text = "") { const s = document.createElement("span"); s.className = cls; s.textContent = text; return s; }
   function button(label, onClick) { const b = document.createElement("button"); b.type = "button"; b.textContent = label; b.onclick = onClick; return b; }
   function setBadge(text, cls) { badge.textContent = text; badge.className = `badge ${cls}`; }
+  // serve is bringing a worker back that died (frame.worker), or none has started yet.
+  function workerNotice(frame) {
+    if (frame.worker === "restarting") return "The assistant is restarting; messages will be answered in a moment.";
+    return frame.worker_online ? "" : "The assistant is starting up; messages will be answered as soon as it is ready.";
+  }
   function setNotice(text) { notice.textContent = text; notice.hidden = !text; }
 
   function replyInFlight() {

@@ -7,14 +7,17 @@ port and the test database.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -249,3 +252,41 @@ def test_the_wrapper_without_redis_server_stops_with_one_line_and_runs_nothing()
     result = wrapped(sys.executable, "-c", PROBE, env={**ENV, "REDIS_URL": url, "PATH": NO_REDIS_SERVER})
     assert_one_line_error(result, url, HOW_TO_GET_REDIS)
     assert "probe" not in result.stdout
+
+
+def test_a_fresh_clone_without_var_migrates_and_gets_the_folders_it_needs(tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    ignored = shutil.ignore_patterns(".git", ".venv", "var", ".cache", "*_cache", "__pycache__", "node_modules")
+    shutil.copytree(ROOT, clone, ignore=ignored)
+    assert not (clone / "var").exists()
+    env = {k: v for k, v in ENV.items() if k not in ("DATABASE_URL", "ADAPTERS_DIR", "MODEL_CACHE_DIR")}
+    command = [sys.executable, "manage.py", "migrate", "--no-input"]
+    result = subprocess.run(command, cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (clone / "var" / "db.sqlite3").is_file()
+    assert (clone / "var" / "adapters").is_dir() and (clone / ".cache" / "models").is_dir()
+
+
+def test_serve_does_not_say_ready_while_the_database_is_unusable_and_says_what_it_waits_for() -> None:
+    port = free_port()
+    unreachable = f"postgres://postgres@127.0.0.1:{free_port()}/chatbot"  # nothing listens there
+    env = {**ENV, "REDIS_URL": unused_redis_url(), "DATABASE_URL": unreachable}
+    command = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--fake-worker"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    output = Output(process)
+    try:
+        output.wait_for("waiting for the database (down: ", timeout=120)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30)
+        assert refused.value.code == 503
+        assert json.load(refused.value)["database"].startswith("down: ")
+        assert "Ready" not in output.text
+    finally:
+        everything = psutil.Process(process.pid).children(recursive=True)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=60) == 0, output.text
+        for leftover in everything:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                leftover.kill()

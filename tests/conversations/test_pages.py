@@ -22,7 +22,7 @@ def test_the_chat_page_gives_a_new_visitor_a_customer_identity(client: Client) -
 
 
 def test_healthz_reports_whether_a_worker_is_online(client: Client, clean_redis: Any) -> None:
-    assert client.get("/healthz").json() == {"web": "ok", "worker_online": False}
+    assert client.get("/healthz").json()["worker_online"] is False  # every field: tests/test_health.py
 
 
 @pytest.mark.parametrize("model", ["customer", "conversation", "message"])
