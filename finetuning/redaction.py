@@ -384,7 +384,9 @@ ADDRESSES = [
         r"|plein|kade|singel|dijk|steeg)\s?\d{1,4}[a-z]?)(?:[^\p{L}\d]|$)"
     ),
     # Berliner Straße 45a
-    _compile(rf"({CAPITALISED}\s(?:Straße|Strasse|Str\.|Weg|Allee|Platz|Gasse|Ring|Damm)\s\d{{1,4}}[a-z]?)(?:[^\p{{L}}\d]|$)"),
+    _compile(
+        rf"({CAPITALISED}\s(?:Straße|Strasse|Str\.|Weg|Allee|Platz|Gasse|Ring|Damm)\s\d{{1,4}}[a-z]?)(?:[^\p{{L}}\d]|$)"
+    ),
     # 12 rue de la Paix, 27 boulevard Saint-Michel
     _compile(
         rf"(\d{{1,4}}(?:\s?(?i:bis|ter))?,?\s+(?i:rue|avenue|av\.|boulevard|bd|place|allée|allee|impasse|chemin|quai"

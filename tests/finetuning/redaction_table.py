@@ -17,13 +17,19 @@ PERSONAL: list[tuple[str, list[Secret]]] = [
     ("Hi, my email is anna.schmidt@example.de, please send the invoice there.", [("email", "anna.schmidt@example.de")]),
     ("You can reach me at bob@localhost for the test account.", [("email", "bob@localhost")]),
     ("I signed up with jane.doe+shop@gmail.com but never got the confirmation", [("email", "jane.doe+shop@gmail.com")]),
-    ("please change my address from old_mail@yahoo.co.uk to new.mail@outlook.com", [("email", "old_mail@yahoo.co.uk"), ("email", "new.mail@outlook.com")]),
+    (
+        "please change my address from old_mail@yahoo.co.uk to new.mail@outlook.com",
+        [("email", "old_mail@yahoo.co.uk"), ("email", "new.mail@outlook.com")],
+    ),
     ("Email: J.PEREZ@EMPRESA.ES", [("email", "J.PEREZ@EMPRESA.ES")]),
     ("the receipt went to marco.rossi1987@libero.it instead of my work one", [("email", "marco.rossi1987@libero.it")]),
     ("Contact our customer at s.de.vries@ziggo.nl about the refund.", [("email", "s.de.vries@ziggo.nl")]),
     ("my login is priya_k@company.co.in, it says password wrong", [("email", "priya_k@company.co.in")]),
     ("Can you forward it to accounts-payable@acme-corp.com?", [("email", "accounts-payable@acme-corp.com")]),
-    ("I wrote to you from tom@mail.server.example.org yesterday (no answer)", [("email", "tom@mail.server.example.org")]),
+    (
+        "I wrote to you from tom@mail.server.example.org yesterday (no answer)",
+        [("email", "tom@mail.server.example.org")],
+    ),
     ("send it to <lisa.m@web.de> thanks", [("email", "lisa.m@web.de")]),
     ("My e-mail address is chloe.martin@orange.fr.", [("email", "chloe.martin@orange.fr")]),
     ("is user+orders@fastmail.com on the account? it should be", [("email", "user+orders@fastmail.com")]),
@@ -32,8 +38,14 @@ PERSONAL: list[tuple[str, list[Secret]]] = [
     ("It bounced back from root@localhost, I think I typed it wrong", [("email", "root@localhost")]),
     ("cc my colleague m_oconnor@firm.ie please", [("email", "m_oconnor@firm.ie")]),
     ("Use joao.silva@uol.com.br for the Brazil order.", [("email", "joao.silva@uol.com.br")]),
-    ("contact: support.team@shop-online.nl / 2nd: info@shop-online.nl", [("email", "support.team@shop-online.nl"), ("email", "info@shop-online.nl")]),
-    ("My old address was olivia.brown@aol.com, the new one is liv@brown.family", [("email", "olivia.brown@aol.com"), ("email", "liv@brown.family")]),
+    (
+        "contact: support.team@shop-online.nl / 2nd: info@shop-online.nl",
+        [("email", "support.team@shop-online.nl"), ("email", "info@shop-online.nl")],
+    ),
+    (
+        "My old address was olivia.brown@aol.com, the new one is liv@brown.family",
+        [("email", "olivia.brown@aol.com"), ("email", "liv@brown.family")],
+    ),
     # Phone numbers: US, UK, DE, FR, ES, IT, NL, IN, AU, BR
     ("Please call me back on (415) 555-0132 after 5pm.", [("phone", "(415) 555-0132")]),
     ("my number is 415-555-0132", [("phone", "415-555-0132")]),
@@ -97,7 +109,10 @@ PERSONAL: list[tuple[str, list[Secret]]] = [
     ("carte bancaire 4970 1012 3456 7893", [("card", "4970 1012 3456 7893")]),
     ("Diners 3056 930902 5904 got charged", [("card", "3056 930902 5904")]),
     ("JCB 3530111333300000", [("card", "3530111333300000")]),
-    ("the refund should go to card ending... actually the full number is 5555 5555 5555 4444", [("card", "5555 5555 5555 4444")]),
+    (
+        "the refund should go to card ending... actually the full number is 5555 5555 5555 4444",
+        [("card", "5555 5555 5555 4444")],
+    ),
     ("tarjeta 4242 4242 4242 4242 caducada", [("card", "4242 4242 4242 4242")]),
     ("card 2223 0031 2200 3222 (new Mastercard range)", [("card", "2223 0031 2200 3222")]),
     ("paid with 4111111111111111 exp 03/26", [("card", "4111111111111111")]),
@@ -191,13 +206,22 @@ PERSONAL: list[tuple[str, list[Secret]]] = [
     ("Sr. Fernández llamó ayer", [("name", "Fernández")]),
     # Street addresses and postcodes
     ("Please ship to 221B Baker Street, London NW1 6XE.", [("address", "221B Baker Street"), ("postcode", "NW1 6XE")]),
-    ("My address is 1600 Pennsylvania Ave NW, Washington, DC 20500", [("address", "1600 Pennsylvania Ave"), ("postcode", "DC 20500")]),
+    (
+        "My address is 1600 Pennsylvania Ave NW, Washington, DC 20500",
+        [("address", "1600 Pennsylvania Ave"), ("postcode", "DC 20500")],
+    ),
     ("deliver to 42 Elm Road, Leeds LS6 2AB", [("address", "42 Elm Road"), ("postcode", "LS6 2AB")]),
     ("new address: 350 Fifth Avenue, New York, NY 10118", [("address", "350 Fifth Avenue"), ("postcode", "NY 10118")]),
-    ("I moved to 18 Willow Lane, Springfield, IL 62704 last month", [("address", "18 Willow Lane"), ("postcode", "IL 62704")]),
+    (
+        "I moved to 18 Willow Lane, Springfield, IL 62704 last month",
+        [("address", "18 Willow Lane"), ("postcode", "IL 62704")],
+    ),
     ("It's 7 Church St, apartment 4", [("address", "7 Church St")]),
     ("Bitte an Hauptstraße 12, 10115 Berlin liefern.", [("address", "Hauptstraße 12"), ("postcode", "10115 Berlin")]),
-    ("Meine Adresse: Berliner Straße 45a, 60311 Frankfurt am Main", [("address", "Berliner Straße 45a"), ("postcode", "60311 Frankfurt")]),
+    (
+        "Meine Adresse: Berliner Straße 45a, 60311 Frankfurt am Main",
+        [("address", "Berliner Straße 45a"), ("postcode", "60311 Frankfurt")],
+    ),
     ("Lieferadresse Lindenweg 3, 80331 München", [("address", "Lindenweg 3"), ("postcode", "80331 München")]),
     ("wohne jetzt in der Goethestr. 8", [("address", "Goethestr. 8")]),
     ("Mon adresse : 12 rue de la Paix, 75002 Paris", [("address", "12 rue de la Paix"), ("postcode", "75002 Paris")]),
@@ -212,9 +236,15 @@ PERSONAL: list[tuple[str, list[Secret]]] = [
     ("Mijn adres is Keizersgracht 123, 1015 CJ Amsterdam", [("address", "Keizersgracht 123"), ("postcode", "1015 CJ")]),
     ("stuur het naar Dorpsstraat 7, 3511 AB Utrecht", [("address", "Dorpsstraat 7"), ("postcode", "3511 AB")]),
     ("Ik woon op de Prinsengracht 263", [("address", "Prinsengracht 263")]),
-    ("Please send the replacement to Flat 2, 10 Downing Street, SW1A 2AA", [("address", "10 Downing Street"), ("postcode", "SW1A 2AA")]),
+    (
+        "Please send the replacement to Flat 2, 10 Downing Street, SW1A 2AA",
+        [("address", "10 Downing Street"), ("postcode", "SW1A 2AA")],
+    ),
     ("ship to 500 Oak Drive, Austin, TX 78701-1234", [("address", "500 Oak Drive"), ("postcode", "TX 78701-1234")]),
-    ("the return label says 90 Sunset Blvd, Los Angeles, CA 90028", [("address", "90 Sunset Blvd"), ("postcode", "CA 90028")]),
+    (
+        "the return label says 90 Sunset Blvd, Los Angeles, CA 90028",
+        [("address", "90 Sunset Blvd"), ("postcode", "CA 90028")],
+    ),
     ("my postcode is M1 1AE", [("postcode", "M1 1AE")]),
     ("PLZ 50667, Köln", [("postcode", "50667")]),
     ("Code postal 13001 Marseille", [("postcode", "13001 Marseille")]),
@@ -245,7 +275,12 @@ PERSONAL: list[tuple[str, list[Secret]]] = [
     ),
     (
         "DNI 15947892Z, teléfono 699 123 456, calle Serrano 41, 28001 Madrid",
-        [("national_id", "15947892Z"), ("phone", "699 123 456"), ("address", "calle Serrano 41"), ("postcode", "28001 Madrid")],
+        [
+            ("national_id", "15947892Z"),
+            ("phone", "699 123 456"),
+            ("address", "calle Serrano 41"),
+            ("postcode", "28001 Madrid"),
+        ],
     ),
     (
         "codice fiscale KLFSEZ00P08L022Q, cellulare +39 347 765 4321",

@@ -151,7 +151,9 @@ def test_it_finds_95_percent_of_the_personal_data_in_the_table_and_changes_at_mo
     recall = sum(found.values()) / sum(total.values())
     false_positive_rate = len(changed) / len(HARMLESS)
     per_kind = ", ".join(f"{kind} {found[kind]}/{total[kind]}" for kind in sorted(total))
-    report = "\n".join([per_kind, f"recall={recall:.3f} false_positive_rate={false_positive_rate:.3f}", *misses, *changed])
+    report = "\n".join(
+        [per_kind, f"recall={recall:.3f} false_positive_rate={false_positive_rate:.3f}", *misses, *changed]
+    )
     assert len(PERSONAL) >= 200 and len(HARMLESS) >= 100
     assert recall >= 0.95 and false_positive_rate <= 0.02, report
 
