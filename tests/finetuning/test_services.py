@@ -12,6 +12,8 @@ from finetuning import services
 from finetuning.models import ModelVersion, Promotion, TrainingRun
 from finetuning.selectors import version_active
 
+from .conftest import race
+
 EVALUATED = {"checks": {"replay_f1_no_worse": True}}
 
 
@@ -268,29 +270,3 @@ def test_two_concurrent_run_starts_create_one_run(transactional_db: Any) -> None
     results = race(lambda: services.run_start(enqueue=False), lambda: services.run_start(enqueue=False))
     assert TrainingRun.objects.count() == 1
     assert sorted(type(r).__name__ for r in results) == ["RunAlreadyActive", "TrainingRun"]
-
-
-def race(*calls: Any) -> list[Any]:
-    """Each call in a thread of its own, released together; their results or exceptions."""
-    import threading
-
-    from django.db import connections
-
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = calls[index]()
-        except Exception as error:  # noqa: BLE001 - the race's loser is part of the result
-            results[index] = error
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return results
