@@ -41,8 +41,24 @@ def lease_seconds() -> int:
     return int(_get("FINETUNING_LEASE_S", 120))
 
 
+def sweep_seconds() -> float:
+    """How often a Celery worker looks for runs whose worker died or whose message was lost."""
+    return float(_get("FINETUNING_SWEEP_S", 30.0))
+
+
 def training_threads() -> int:
-    return int(_get("FINETUNING_THREADS", 0))
+    """torch threads of a Celery worker; 0: half the cores (at least one), the rest left to chat."""
+    threads = int(_get("FINETUNING_THREADS", 0))
+    return threads if threads > 0 else max(1, (os.cpu_count() or 2) // 2)
+
+
+def cpu_priority() -> str:
+    """The Celery worker's CPU priority: "idle" (SCHED_IDLE: runs only on cores chat leaves idle),
+    "nice" (nice 19), or "normal" (unchanged)."""
+    value = str(_get("FINETUNING_CPU_PRIORITY", "idle")).strip().lower()
+    if value not in {"idle", "nice", "normal"}:
+        raise ValueError(f"FINETUNING_CPU_PRIORITY must be idle, nice or normal, not {value!r}")
+    return value
 
 
 def general_examples() -> int:

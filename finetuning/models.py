@@ -61,6 +61,16 @@ class Promotion(models.Model):
         ordering = ["id"]
 
 
+class LoopLock(models.Model):
+    """A row to lock: promotes and rollbacks lock "versions", run starts lock "runs", so two of
+    them never interleave (a lock on an empty result set locks nothing on PostgreSQL)."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class TrainingSettings(models.Model):
     """What an admin decides about training data, edited in the Django admin."""
 

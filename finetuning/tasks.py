@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
+from django.db import connections
 
-from . import services
+from . import conf, services
+from .priority import training_priority_apply
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +20,7 @@ log = logging.getLogger(__name__)
 def training_run(self: Any, run_id: int) -> str | None:
     """Run (or resume) a training run; a copy of the message arriving while another worker holds the
     lease comes back once that lease could have expired, and then finds the run finished or stale."""
+    training_priority_apply()  # again, for threads started since the worker's own start
     owner = f"{services.default_owner()}:{self.request.id}"
     try:
         run = services.run_execute(run_id=run_id, owner=owner)
@@ -25,16 +29,47 @@ def training_run(self: Any, run_id: int) -> str | None:
     return run.status if run is not None else None
 
 
-@worker_ready.connect
-def resume_stale_runs(**_: Any) -> None:
-    """A worker that starts after a kill -9 picks up runs whose lease expired."""
+def resume_stale_runs() -> None:
     try:
         stale = services.runs_resume_stale()
-    except Exception:  # the database may not be reachable yet; the broker redelivers anyway
+    except Exception:  # the database may be down for now: the next sweep looks again
         log.exception("could not look for stale training runs")
         return
+    finally:
+        connections.close_all()  # this thread's own: a broken one is never reused
     if stale:
         log.info("re-queued stale training runs %s", stale)
+
+
+class Sweeper:
+    """Every FINETUNING_SWEEP_S, re-queue runs whose worker died: a worker restarted within the
+    lease would otherwise wait for the broker's one-hour redelivery. Every worker sweeps; the lease
+    decides which message does the work."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="finetuning-sweep", daemon=True)
+
+    def _loop(self) -> None:
+        resume_stale_runs()
+        while not self.stop.wait(conf.sweep_seconds()):
+            resume_stale_runs()
+
+
+_sweeper: Sweeper | None = None
+
+
+@worker_ready.connect
+def start_sweeping(**_: Any) -> None:
+    global _sweeper
+    _sweeper = Sweeper()
+    _sweeper.thread.start()
+
+
+@worker_shutdown.connect
+def stop_sweeping(**_: Any) -> None:
+    if _sweeper is not None:
+        _sweeper.stop.set()
 
 
 @shared_task(queue="finetuning", acks_late=True)

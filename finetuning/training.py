@@ -170,12 +170,19 @@ def lora_model(model: Any, config: TrainingConfig) -> Any:
     return get_peft_model(model, lora)
 
 
-def write_atomically(target: Path, write: Callable[[Path], None]) -> Path:
-    """Write a folder beside ``target`` and rename it into place: readers see all of it or none."""
+def write_atomically(target: Path, write: Callable[[Path], None], *, replace: bool = False) -> Path:
+    """Write a folder beside ``target`` and rename it into place: readers see all of it or none.
+
+    Without ``replace`` an existing ``target`` is never touched (FileExistsError): an adapter a
+    worker may be serving is immutable."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not replace:
+        raise FileExistsError(f"{target} exists and is never written into")
     staging = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
     try:
         write(staging)
+        if not replace and target.exists():
+            raise FileExistsError(f"{target} appeared while writing and is never written into")
         if target.exists():
             retired = target.parent / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
             os.rename(target, retired)
@@ -200,7 +207,7 @@ def save_checkpoint(folder: Path, *, model: Any, optimizer: Any, step: int, loss
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         (staging / "state.json").write_text(json.dumps({"step": step, "loss_history": loss_history}))
 
-    path = write_atomically(folder / f"step-{step:06d}", write)
+    path = write_atomically(folder / f"step-{step:06d}", write, replace=True)
     for older in folder.glob("step-*"):
         if older != path:
             shutil.rmtree(older, ignore_errors=True)

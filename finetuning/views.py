@@ -99,7 +99,7 @@ def version_detail(request: HttpRequest, name: str) -> HttpResponse:
 def version_promote(request: HttpRequest, name: str) -> HttpResponse:
     version = get_object_or_404(ModelVersion, name=name)
     try:
-        services.version_promote(version=version, actor=request.user)
+        services.version_promote(version=version, expected=_expected(request), actor=request.user)
         messages.success(request, f"{version.name} now answers new messages.")
     except services.LearningLoopError as error:
         messages.error(request, str(error))
@@ -110,8 +110,14 @@ def version_promote(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 def version_rollback(request: HttpRequest) -> HttpResponse:
     try:
-        previous = services.version_rollback(actor=request.user)
+        previous = services.version_rollback(expected=_expected(request), actor=request.user)
         messages.success(request, f"Rolled back: {previous.name if previous else 'the base model'} is serving.")
-    except services.NothingToRollBack as error:
+    except services.LearningLoopError as error:
         messages.error(request, str(error))
     return redirect("finetuning:overview")
+
+
+def _expected(request: HttpRequest) -> str | None:
+    """The version serving when the page was drawn (the pages always send it): a second click, or
+    a page older than someone else's promote, then changes nothing."""
+    return request.POST.get("expected", "").strip() or None

@@ -183,7 +183,11 @@ def world(
         (tmp_path / name).mkdir()
         versions.append(
             ModelVersion.objects.create(
-                name=name, base_model="base", adapter_path=str(tmp_path / name), snapshot=snapshot
+                name=name,
+                base_model="base",
+                adapter_path=str(tmp_path / name),
+                snapshot=snapshot,
+                metrics={"checks": {}},  # evaluated: promote refuses a version that never was
             )
         )
     serving, candidate = versions

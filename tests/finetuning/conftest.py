@@ -3,11 +3,13 @@ folders for adapters, checkpoints and caches so tests never touch var/."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connections
 
 from conversations.models import Conversation, Correction, Customer, Feedback, Message
 
@@ -74,3 +76,26 @@ def torch_threads() -> None:
     import torch
 
     torch.set_num_threads(TORCH_THREADS)
+
+
+def race(*calls: Callable[[], Any]) -> list[Any]:
+    """Each call in a thread of its own (its own database connection), released together by a
+    barrier; their results, or the exceptions they raised."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = calls[index]()
+        except Exception as error:  # noqa: BLE001 - the race's loser is part of the result
+            results[index] = error
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return results

@@ -20,7 +20,7 @@ def run(*args: str) -> str:
 
 
 def test_promote_and_rollback_commands(db: Any, tmp_path: Path) -> None:
-    ModelVersion.objects.create(name="run-1", base_model="base", adapter_path=str(tmp_path))
+    ModelVersion.objects.create(name="run-1", base_model="base", adapter_path=str(tmp_path), metrics={"checks": {}})
     assert "run-1 is now active" in run("promote", "run-1")
     assert version_active() is not None
     assert "the base model is now active" in run("rollback")

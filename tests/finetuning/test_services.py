@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -8,14 +9,18 @@ import pytest
 from django.utils import timezone
 
 from finetuning import services
-from finetuning.models import ModelVersion, TrainingRun
+from finetuning.models import ModelVersion, Promotion, TrainingRun
 from finetuning.selectors import version_active
+
+from .conftest import race
+
+EVALUATED = {"checks": {"replay_f1_no_worse": True}}
 
 
 def version(name: str, tmp_path: Path) -> ModelVersion:
     folder = tmp_path / name
     folder.mkdir()
-    return ModelVersion.objects.create(name=name, base_model="base", adapter_path=str(folder))
+    return ModelVersion.objects.create(name=name, base_model="base", adapter_path=str(folder), metrics=EVALUATED)
 
 
 def test_promoting_makes_one_version_active(db: Any, tmp_path: Path) -> None:
@@ -137,3 +142,131 @@ def test_a_starting_worker_requeues_runs_whose_lease_expired(db: Any) -> None:
     with mock.patch("finetuning.tasks.training_run.delay") as delay:
         assert services.runs_resume_stale() == [run.id]
     delay.assert_called_once_with(run.id)
+
+
+def test_it_refuses_to_promote_a_version_that_was_never_evaluated(db: Any, tmp_path: Path) -> None:
+    (tmp_path / "raw").mkdir()
+    raw = ModelVersion.objects.create(name="raw", base_model="base", adapter_path=str(tmp_path / "raw"))
+    with pytest.raises(services.LearningLoopError, match="never evaluated"):
+        services.version_promote(version=raw)
+    assert version_active() is None
+
+
+def test_a_promote_that_expects_another_version_changes_nothing(db: Any, tmp_path: Path) -> None:
+    first, second = version("v1", tmp_path), version("v2", tmp_path)
+    services.version_promote(version=first, expected=services.BASE)
+    with pytest.raises(services.VersionChanged, match="v1 is serving now, not base"):
+        services.version_promote(version=second, expected=services.BASE)
+    assert version_active() == first
+    assert Promotion.objects.count() == 1
+
+
+def test_a_double_clicked_promote_promotes_once(db: Any, tmp_path: Path) -> None:
+    first, second = version("v1", tmp_path), version("v2", tmp_path)
+    services.version_promote(version=first)
+    services.version_promote(version=second, expected="v1")
+    services.version_promote(version=second, expected="v1")
+    assert version_active() == second
+    assert services.version_rollback() == first  # one push for v2, so one pop reaches v1
+
+
+def test_a_double_clicked_rollback_goes_back_one_version(db: Any, tmp_path: Path) -> None:
+    first, second = version("v1", tmp_path), version("v2", tmp_path)
+    services.version_promote(version=first)
+    services.version_promote(version=second)
+    assert services.version_rollback(expected="v2") == first
+    with pytest.raises(services.VersionChanged):
+        services.version_rollback(expected="v2")
+    assert version_active() == first
+
+
+def test_two_active_versions_are_refused_by_the_database(db: Any, tmp_path: Path) -> None:
+    from django.db import IntegrityError, transaction
+
+    services.version_promote(version=version("v1", tmp_path))
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ModelVersion.objects.filter(name="v2").update(status=ModelVersion.Status.ACTIVE)
+        version("v3", tmp_path)
+        ModelVersion.objects.filter(name="v3").update(status=ModelVersion.Status.ACTIVE)
+
+
+def test_a_constraint_violation_becomes_a_clear_error(db: Any, tmp_path: Path) -> None:
+    from unittest import mock
+
+    first, second = version("v1", tmp_path), version("v2", tmp_path)
+    services.version_promote(version=first)
+    # The retire step "misses" the version serving: the constraint stops a second active one.
+    with mock.patch.object(
+        services,
+        "_activate",
+        side_effect=lambda v: ModelVersion.objects.filter(id=v.id).update(status=ModelVersion.Status.ACTIVE),
+    ):
+        with pytest.raises(services.LearningLoopError, match="at the same moment"):
+            services.version_promote(version=second)
+    assert version_active() == first
+    assert ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).count() == 1
+
+
+def test_promoting_the_version_serving_clears_its_serve_error_only(db: Any, tmp_path: Path) -> None:
+    first = version("v1", tmp_path)
+    services.version_promote(version=first)
+    services.version_mark_unservable(name="v1", error="boom")
+    services.version_promote(version=first, expected="v1")
+    first.refresh_from_db()
+    assert first.serve_error == "" and Promotion.objects.count() == 1
+
+
+def test_the_sweep_requeues_a_run_once_per_lease(db: Any) -> None:
+    from unittest import mock
+
+    run = services.run_start(enqueue=False)
+    services.run_claim(run_id=run.id, owner="worker-a")
+    TrainingRun.objects.filter(id=run.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    with mock.patch("finetuning.tasks.training_run.delay") as delay:
+        assert services.runs_resume_stale() == [run.id]
+        assert services.runs_resume_stale() == []
+    delay.assert_called_once_with(run.id)
+    assert services.run_claim(run_id=run.id, owner="worker-b") is not None  # at once, not after the lease
+
+
+def test_the_sweep_requeues_a_queued_run_whose_message_was_lost(db: Any) -> None:
+    from unittest import mock
+
+    run = services.run_start(enqueue=False)
+    with mock.patch("finetuning.tasks.training_run.delay"):
+        assert services.runs_resume_stale() == []  # just queued: its message is on its way
+        TrainingRun.objects.filter(id=run.id).update(created_at=timezone.now() - timedelta(hours=1))
+        assert services.runs_resume_stale() == [run.id]
+
+
+def test_the_lease_keeper_renews_the_lease_while_nothing_else_writes(transactional_db: Any, settings: Any) -> None:
+    settings.FINETUNING_LEASE_S = 2
+    run = services.run_start(enqueue=False)
+    services.run_claim(run_id=run.id, owner="worker-a")
+    with services.LeaseKeeper(run.id, "worker-a") as keeper:
+        first = TrainingRun.objects.get(id=run.id).lease_expires_at
+        deadline = time.monotonic() + 60
+        while TrainingRun.objects.get(id=run.id).lease_expires_at == first:
+            assert time.monotonic() < deadline, "the lease was not renewed within a minute"
+            time.sleep(0.1)
+        keeper.check()
+
+
+def test_the_lease_keeper_stops_the_run_once_its_lease_is_taken(transactional_db: Any, settings: Any) -> None:
+    settings.FINETUNING_LEASE_S = 2
+    run = services.run_start(enqueue=False)
+    services.run_claim(run_id=run.id, owner="worker-a")
+    TrainingRun.objects.filter(id=run.id).update(lease_owner="worker-b")
+    with services.LeaseKeeper(run.id, "worker-a") as keeper:
+        deadline = time.monotonic() + 60
+        while not keeper.lost:
+            assert time.monotonic() < deadline, "the keeper did not notice within a minute"
+            time.sleep(0.1)
+        with pytest.raises(services.LeaseLost):
+            keeper.check()
+
+
+def test_two_concurrent_run_starts_create_one_run(transactional_db: Any) -> None:
+    results = race(lambda: services.run_start(enqueue=False), lambda: services.run_start(enqueue=False))
+    assert TrainingRun.objects.count() == 1
+    assert sorted(type(r).__name__ for r in results) == ["RunAlreadyActive", "TrainingRun"]

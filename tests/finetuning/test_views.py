@@ -108,10 +108,31 @@ def test_promote_and_roll_back_need_a_csrf_token(agent: Any, candidate: ModelVer
 
 
 def test_promote_then_roll_back_from_the_pages(staff: Client, candidate: ModelVersion) -> None:
-    staff.post(f"/training/versions/{candidate.name}/promote")
+    staff.post(f"/training/versions/{candidate.name}/promote", {"expected": "base"})
     assert version_active() == candidate
-    staff.post("/training/rollback")
+    staff.post("/training/rollback", {"expected": candidate.name})
     assert version_active() is None
+
+
+def test_the_pages_send_the_version_serving_when_they_were_drawn(staff: Client, candidate: ModelVersion) -> None:
+    assert 'name="expected" value="base"' in staff.get(f"/training/versions/{candidate.name}/").content.decode()
+    staff.post(f"/training/versions/{candidate.name}/promote", {"expected": "base"})
+    assert f'name="expected" value="{candidate.name}"' in staff.get("/training/").content.decode()
+
+
+def test_a_double_clicked_rollback_goes_back_one_version_only(
+    staff: Client, candidate: ModelVersion, tmp_path: Path
+) -> None:
+    (tmp_path / "v2").mkdir()
+    second = ModelVersion.objects.create(
+        name="run-2", base_model="base", adapter_path=str(tmp_path / "v2"), metrics=candidate.metrics
+    )
+    staff.post(f"/training/versions/{candidate.name}/promote", {"expected": "base"})
+    staff.post(f"/training/versions/{second.name}/promote", {"expected": candidate.name})
+    staff.post("/training/rollback", {"expected": second.name})
+    response = staff.post("/training/rollback", {"expected": second.name}, follow=True)
+    assert version_active() == candidate
+    assert "it changed since the page was drawn" in response.content.decode()
 
 
 def test_the_version_page_shows_the_report_and_live_results(

@@ -1,4 +1,4 @@
-"""python manage.py promote VERSION"""
+"""python manage.py promote VERSION [--replacing NAME]"""
 
 from __future__ import annotations
 
@@ -15,13 +15,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("version", help="the version's name, e.g. run-3")
+        parser.add_argument(
+            "--replacing",
+            metavar="NAME",
+            help=f"refuse unless NAME serves now ({services.BASE!r} for the base model); default: whatever serves",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         version = ModelVersion.objects.filter(name=options["version"]).first()
         if version is None:
             raise CommandError(f"no model version named {options['version']}")
         try:
-            services.version_promote(version=version)
+            services.version_promote(version=version, expected=options["replacing"])
         except services.LearningLoopError as error:
             raise CommandError(str(error)) from error
         self.stdout.write(f"{version.name} is now active")
