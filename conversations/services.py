@@ -151,9 +151,9 @@ def _words(text: str) -> str:
 
 
 def _reply_create(conversation: Conversation) -> Message:
-    from finetuning.selectors import version_active
+    from finetuning.selectors import version_for_replies
 
-    version = version_active()
+    version = version_for_replies()
     reply = Message.objects.create(
         conversation=conversation,
         role=Message.Role.BOT,

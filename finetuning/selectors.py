@@ -11,6 +11,14 @@ def version_active() -> ModelVersion | None:
     return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).order_by("-promoted_at").first()
 
 
+def version_for_replies() -> ModelVersion | None:
+    """What a new reply is generated with: the active version, or the bare base model while the
+    active one is marked unservable (a worker could not load its adapter). Customers keep getting
+    answers instead of one failure each, until an admin rolls back or promotes it again."""
+    active = version_active()
+    return None if active is not None and active.serve_error else active
+
+
 def run_payload(run: TrainingRun) -> dict[str, Any]:
     """What the run page polls: everything the progress bar and the loss curve draw."""
     return {

@@ -169,8 +169,10 @@ def test_a_bad_adapter_promoted_fails_only_its_replies(system: LiveSystem, tmp_p
     assert done["status"] == "failed" and "v-bad" in done["error"] and str(tmp_path) not in done["error"]
     bad.refresh_from_db()
     assert "adapter_config.json" in bad.serve_error
-    ModelVersion.objects.filter(id=bad.id).update(status="retired")  # rolled back: the base model serves
+    # Still active, but marked: the next customers are answered by the base model, not failed.
     assert_answers(system)
+    answered = Message.objects.filter(role="bot", status="complete").latest("id")
+    assert answered.model_version_id is None
     assert system.worker.poll() is None
     settled(SETTLE_S)
     assert_nothing_lost(["hello", "are you there?"])
