@@ -1,6 +1,7 @@
 """Chat under stress, measured. Run by hand, never in CI; loopback only, bounded in count and time.
 
     .venv/bin/python bench/chaos.py training [--chats 12] [--max-new-tokens 48] [--priority idle]
+    .venv/bin/python bench/chaos.py faults [--customers 8] [--rounds 8] [--database-url URL]
 
 ``training``: chat with the real model (daphne + the real inference worker, a customer over the
 websocket) idle, then while a real Celery worker trains a LoRA run on corrected conversations and
@@ -8,9 +9,17 @@ evaluates it; and the same run's time with no chat beside it. Prints one ``name=
 figure and the ratios against this run's idle baseline. Targets: during training and evaluation
 chat tokens/s >= 50 % of idle, first token p95 <= 1 s, no reply timeout.
 
-Everything runs on a scratch SQLite database, the local Redis under a key prefix of its own, and a
-redis-server of the bench's own as the Celery broker, so a running `make run` is not disturbed.
-Further subcommands (faults injected in a loop while customers chat) go beside ``training``.
+``faults``: the whole system as ``make run`` serves it (``manage.py serve --fake-worker``, with the
+redis-server it starts itself), N customers chatting as browsers do (reconnect with backoff, resend
+what was not confirmed, same client id), while faults are injected in a loop: the inference worker
+killed -9 mid-reply, Redis killed -9 (serve restarts it empty), the database unavailable for a
+while, the web process killed -9. Prints faults injected, messages sent, lost (must be 0), replies
+stuck pending or streaming after the settle time (must be 0), and the recovery time (from the end
+of a fault to the next reply answered) p50/p95, per fault and overall. The scripted worker makes
+the model cost nothing: the figures are the system's.
+
+Everything runs on a scratch database (SQLite unless ``--database-url`` names a scratch
+PostgreSQL database) and Redis servers of the bench's own, so a running `make run` is not disturbed.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -259,6 +269,231 @@ def training(args: argparse.Namespace) -> None:
     print(f"targets_met={'yes' if met else 'no'}")
 
 
+# The faults part: customers as browsers, faults in a loop, under `manage.py serve`.
+
+FAULTS = ("worker", "redis", "database", "web")
+FAULT_CHILD = {"worker": "inference_worker", "redis": "redis-server", "web": "daphne"}
+
+
+@dataclass
+class Customer:
+    """One browser: what it typed and has not seen confirmed is resent after each reconnect."""
+
+    index: int
+    sent: set[str]
+    unconfirmed: dict[str, str]
+    answered: int = 0
+    failed: int = 0
+    reconnects: int = 0
+
+
+class Served:
+    """`manage.py serve --fake-worker` on a free port, with a Redis of its own that serve starts."""
+
+    def __init__(self, scratch: Path, database_url: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        prefix = f"chaos-{uuid.uuid4().hex[:6]}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "REDIS_KEY_PREFIX": prefix,
+            "CHANNEL_PREFIX": prefix,
+            "CHAT_RATE_LIMIT_MESSAGES": "100000",
+            "CHAT_RATE_LIMIT_CONVERSATIONS": "100000",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "INFERENCE_REQUEUE_AFTER_S": "5",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.log = open(scratch / "serve.log", "wb")  # noqa: SIM115 - lives as long as serve
+        command = [sys.executable, "manage.py", "serve", "--port", str(self.port), "--fake-worker"]
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.wait_healthy(300)
+
+    def health(self) -> dict[str, Any]:
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:
+                return dict(json.load(response))
+        except urllib.error.HTTPError as error:
+            return dict(json.load(error))
+        except (OSError, ValueError):
+            return {"status": "unreachable"}
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.health().get("status") != "ok":
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"serve did not come up; see {self.log.name}")
+            time.sleep(0.2)
+
+    def kill_child(self, marker: str) -> None:
+        """kill -9 the child of serve whose command line holds ``marker``; serve restarts it."""
+        import psutil
+
+        for child in psutil.Process(self.process.pid).children():
+            if any(marker in part for part in child.cmdline()):
+                child.kill()
+                return
+        raise RuntimeError(f"serve has no child running {marker}")
+
+    def stop(self) -> None:
+        import signal
+
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+async def browse(url: str, customer: Customer, stop: asyncio.Event, question_every_s: float) -> None:
+    """Chat until ``stop``: one question at a time, each answered (or failed) before the next."""
+    from tests.e2e.client import ChatClient
+
+    backoff = 0.5
+    cookie: str | None = None
+    while not stop.is_set():
+        try:
+            async with ChatClient(url, cookie) as chat:
+                cookie, backoff = chat.cookie, 0.5
+                stored = {m.get("client_id") for m in chat.history.get("messages", [])}
+                for client_id in [c for c in customer.unconfirmed if c in stored]:
+                    del customer.unconfirmed[client_id]
+                while not stop.is_set():
+                    await converse(chat, customer)
+                    await asyncio.sleep(question_every_s)
+        except Exception:  # the socket dropped, the page did not load, a reply never came: reconnect
+            customer.reconnects += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 4.0)
+
+
+async def converse(chat: Any, customer: Customer) -> None:
+    """Send the oldest unconfirmed text again, or a new question; wait for its reply's end."""
+    if customer.unconfirmed:
+        client_id, text = next(iter(customer.unconfirmed.items()))
+    else:
+        client_id = f"chaos-{customer.index}-{len(customer.sent)}"
+        text = f"Question {len(customer.sent)} from customer {customer.index}: where is my order?"
+        customer.unconfirmed[client_id] = text
+    customer.sent.add(client_id)
+    await chat.send({"type": "message", "text": text, "client_id": client_id})
+    while True:
+        frame = await chat.receive(timeout=60)
+        if frame["type"] == "message" and frame["message"].get("client_id") == client_id:
+            customer.unconfirmed.pop(client_id, None)
+        elif frame["type"] == "error" and frame.get("code") == "reply_in_progress":
+            await asyncio.sleep(0.5)  # the previous reply was restarted after a fault: wait for it
+            return
+        elif frame["type"] == "done":
+            if client_id in customer.unconfirmed:
+                continue  # the end of an earlier reply, restarted after a fault
+            customer.answered += frame["status"] == "complete"
+            customer.failed += frame["status"] == "failed"
+            return
+
+
+async def probe(url: str, timeout: float) -> float:
+    """Seconds until a new customer's question is answered, reconnecting as a browser does."""
+    from tests.e2e.client import ChatClient
+
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            async with ChatClient(url) as chat:
+                done = (await chat.ask("are you there?", timeout=10)).done
+                if done.get("status") == "complete":
+                    return time.monotonic() - started
+        except Exception:
+            pass
+        await asyncio.sleep(0.2)
+    return float("inf")
+
+
+def inject(fault: str, served: Served, outage: Any, database_down_s: float) -> None:
+    """Cause ``fault``; returns when it is over (a kill at once, an outage after its time)."""
+    if fault == "database":
+        outage.during(database_down_s)
+    else:
+        served.kill_child(FAULT_CHILD[fault])
+
+
+async def chaos_loop(
+    args: argparse.Namespace, served: Served, outage: Any
+) -> tuple[list[Customer], dict[str, list[float]]]:
+    stop = asyncio.Event()
+    customers = [Customer(i, set(), {}) for i in range(args.customers)]
+    browsers = [asyncio.create_task(browse(served.url, c, stop, args.question_every_s)) for c in customers]
+    recovery: dict[str, list[float]] = {fault: [] for fault in FAULTS}
+    await asyncio.sleep(args.warm_up_s)
+    for round_ in range(args.rounds):
+        fault = args.faults[round_ % len(args.faults)]
+        await asyncio.to_thread(inject, fault, served, outage, args.database_down_s)
+        seconds = await probe(served.url, args.recover_within_s)
+        recovery[fault].append(seconds)
+        print(f"# fault {round_ + 1}: {fault}, answered again after {seconds:.1f} s", flush=True)
+        await asyncio.sleep(args.between_s)
+    stop.set()
+    await asyncio.gather(*browsers, return_exceptions=True)
+    return customers, recovery
+
+
+def settle(timeout: float) -> int:
+    """Bot replies still pending or streaming once ``timeout`` has passed with nothing new injected."""
+    from conversations.models import Message
+
+    deadline = time.monotonic() + timeout
+    while True:
+        active = Message.objects.filter(role=Message.Role.BOT, status__in=Message.ACTIVE_STATUSES).count()
+        if not active or time.monotonic() > deadline:
+            return active
+        time.sleep(1)
+
+
+def faults(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        scratch = Path(folder)
+        os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{scratch / 'chaos.sqlite3'}"
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+        setup_django()
+        from tests.faults.tools import DatabaseOutage
+
+        outage = DatabaseOutage()  # on PostgreSQL, serve reaches the database through its proxy
+        served = Served(scratch, outage.env.get("DATABASE_URL", os.environ["DATABASE_URL"]))
+        try:
+            customers, recovery = asyncio.run(chaos_loop(args, served, outage))
+            stuck = settle(args.settle_s)
+        finally:
+            served.stop()
+            outage.close()
+        from conversations.models import Message
+
+        stored = set(
+            Message.objects.filter(role=Message.Role.CUSTOMER, client_id__isnull=False).values_list(
+                "client_id", flat=True
+            )
+        )
+    sent = set().union(*(c.sent for c in customers))
+    every = [s for values in recovery.values() for s in values]
+    print(f"faults_injected={len(every)}")
+    for fault, values in recovery.items():
+        if values:
+            print(f"recovery_{fault}_p50_s={percentile(values, 0.5):.1f}")
+            print(f"recovery_{fault}_max_s={max(values):.1f}")
+    print(f"customers={len(customers)}")
+    print(f"messages_sent={len(sent)}")
+    print(f"replies_answered={sum(c.answered for c in customers)}")
+    print(f"replies_failed={sum(c.failed for c in customers)}")
+    print(f"reconnects={sum(c.reconnects for c in customers)}")
+    print(f"messages_lost={len(sent - stored)}")
+    print(f"replies_stuck={stuck}")
+    print(f"recovery_p50_s={percentile(every, 0.5):.1f}")
+    print(f"recovery_p95_s={percentile(every, 0.95):.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -270,8 +505,19 @@ def main() -> None:
     train.add_argument("--training-threads", type=int, default=1)
     train.add_argument("--priority", choices=["idle", "nice", "normal"], default="idle")
     train.add_argument("--max-minutes", type=float, default=25, help="the whole bench stops by then")
+    chaos = commands.add_parser("faults", help="customers chatting while faults are injected in a loop")
+    chaos.add_argument("--customers", type=int, default=8)
+    chaos.add_argument("--rounds", type=int, default=8, help="faults injected, one after another")
+    chaos.add_argument("--faults", type=lambda v: v.split(","), default=list(FAULTS), help="e.g. worker,redis")
+    chaos.add_argument("--database-down-s", type=float, default=10.0)
+    chaos.add_argument("--between-s", type=float, default=5.0, help="chat without faults between two")
+    chaos.add_argument("--question-every-s", type=float, default=0.5, help="a customer's pause between questions")
+    chaos.add_argument("--warm-up-s", type=float, default=5.0)
+    chaos.add_argument("--recover-within-s", type=float, default=120.0, help="a probe gives up after this")
+    chaos.add_argument("--settle-s", type=float, default=90.0, help="wait this long for replies to end")
+    chaos.add_argument("--database-url", default="", help="a scratch PostgreSQL database (default: SQLite)")
     args = parser.parse_args()
-    {"training": training}[args.command](args)
+    {"training": training, "faults": faults}[args.command](args)
 
 
 if __name__ == "__main__":

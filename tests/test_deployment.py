@@ -31,6 +31,16 @@ def test_app_services_take_their_settings_from_the_environment() -> None:
         assert {"DATABASE_URL", "REDIS_URL", "BASE_MODEL"} <= set(env), name
 
 
+def test_the_web_service_is_checked_through_healthz_and_every_process_restarts() -> None:
+    assert "/healthz" in " ".join(COMPOSE["services"]["web"]["healthcheck"]["test"])
+    for name in ("web", "inference", "celery", "redis", "postgres"):
+        assert COMPOSE["services"][name]["restart"] == "unless-stopped", name
+
+
+def test_replicas_of_the_worker_get_consumer_names_of_their_own() -> None:
+    assert "--consumer" not in COMPOSE["services"]["inference"]["command"]
+
+
 def test_the_commands_it_runs_exist() -> None:
     commands = get_commands()
     for name in ("inference", "migrate"):
