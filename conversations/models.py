@@ -14,6 +14,9 @@ class Customer(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     display_name = models.CharField(max_length=120, blank=True)
+    # The client address the customer was first seen from (behind TRUSTED_PROXY_HOPS proxies): what
+    # per-address limits count, beside the cookie a customer can throw away.
+    address = models.GenericIPAddressField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
