@@ -44,12 +44,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-QUESTIONS = [
-    "Hello! Can you tell me how to return a pair of shoes?",
-    "What is a good way to keep my account secure?",
-    "Write a few sentences about why customer service matters.",
-    "How long does shipping usually take?",
-]
+from bench.chat_latency import QUESTIONS  # noqa: E402
+
 RUN_CONFIG = {"epochs": 1, "batch_size": 4, "max_seq_len": 192, "checkpoint_every": 1000}
 
 

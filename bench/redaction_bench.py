@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from finetuning.redaction import redact  # noqa: E402
+from finetuning.redaction import luhn_valid, redact  # noqa: E402
 from tests.finetuning.redaction_adversarial import ADVERSARIAL, REALISTIC_2000  # noqa: E402
 from tests.finetuning.redaction_table import HARMLESS, PERSONAL  # noqa: E402
 from tests.finetuning.test_redaction import leaked  # noqa: E402
@@ -39,20 +39,10 @@ OLD_CARD = re.compile(r"(?<![\w+])\d(?:[ -]?\d){12,18}(?!\w)")
 OLD_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,}(?:[ .-]?\d{2,}){0,5}(?!\w)")
 
 
-def old_luhn(digits: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char)
-        if index % 2 == 1:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
-
-
 def old_redact(text: str) -> str:
     def card(match: re.Match[str]) -> str:
         digits = "".join(c for c in match.group() if c.isdigit())
-        return "[card]" if 13 <= len(digits) <= 19 and old_luhn(digits) else match.group()
+        return "[card]" if 13 <= len(digits) <= 19 and luhn_valid(digits) else match.group()
 
     def phone(match: re.Match[str]) -> str:
         return "[phone]" if 7 <= sum(c.isdigit() for c in match.group()) <= 15 else match.group()
