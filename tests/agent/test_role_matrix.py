@@ -286,6 +286,7 @@ SAMPLE_IDS = {
     "snapshot": 1,
     "candidate": "run-2",
     "a": "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+    "customer": "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
     "missing": 999999,
 }
 
