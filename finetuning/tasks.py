@@ -11,6 +11,8 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.db import connections
 
+from conversations.erasure import retention_apply
+
 from . import conf, services
 from .priority import training_priority_apply
 
@@ -43,8 +45,6 @@ def resume_stale_runs() -> None:
 
 
 def redact_old_conversations() -> None:
-    from conversations.erasure import retention_apply
-
     try:
         retention_apply()
     except Exception:  # the database may be down for now: the next pass redacts what this one missed
