@@ -17,6 +17,7 @@ urlpatterns = [
     path("agent/conversations/<uuid:conversation_id>/review", views.conversation_review, name="agent-review"),
     path("agent/messages/<int:message_id>/feedback", views.message_feedback, name="agent-feedback"),
     path("agent/messages/<int:message_id>/correction", views.message_correction, name="agent-correction"),
+    path("agent/customers/<uuid:customer_id>/erase", views.customer_erase, name="agent-customer-erase"),
     path("training/", include("finetuning.urls")),
     path("admin/", admin.site.urls),
     # daphne serves no static files of its own; for one self-hosted machine Django serving them

@@ -11,6 +11,7 @@ from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
+    HttpResponseForbidden,
     HttpResponseRedirect,
     JsonResponse,
     StreamingHttpResponse,
@@ -19,11 +20,11 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import ensure_csrf_cookie
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from finetuning.models import ModelVersion
 
-from . import events, health, login_throttle, selectors, services, transcripts
+from . import erasure, events, health, login_throttle, selectors, services, transcripts
 from .models import Conversation, Feedback, Message
 from .roles import agent_required
 from .services import ChatError
@@ -225,3 +226,25 @@ def export(request: HttpRequest, fmt: str) -> HttpResponse:
         response = StreamingHttpResponse(transcripts.export_jsonl(rows), content_type="application/x-ndjson")
     response["Content-Disposition"] = f'attachment; filename="conversations-{stamp}.{fmt}"'
     return response
+
+
+@agent_required
+@require_http_methods(["GET", "POST"])
+def customer_erase(request: HttpRequest, customer_id: str) -> HttpResponse:
+    """Staff only. GET names everything erasing the customer removes and asks to confirm; the POST
+    from that page (it carries the customer's id as the confirmation) removes it."""
+    if not (request.user.is_staff or request.user.is_superuser):
+        return HttpResponseForbidden("Only staff can erase a customer's data.")
+    try:
+        customer = erasure.customer_get(customer_id=customer_id)
+    except erasure.UnknownCustomer:
+        raise Http404("Unknown customer.") from None
+    context: dict[str, Any] = {"customer": customer}
+    if request.method == "POST" and request.POST.get("confirm") == str(customer.id):
+        context["erased"] = erasure.customer_erase(customer_id=customer.id)
+        return render(request, "agent/erase.html", context)
+    context["erasure"] = erasure.customer_erasure_preview(customer=customer)
+    context["conversations"] = customer.conversations.order_by("-created_at")
+    unconfirmed = request.method == "POST"
+    context["unconfirmed"] = unconfirmed
+    return render(request, "agent/erase.html", context, status=400 if unconfirmed else 200)

@@ -7,11 +7,18 @@ from .models import DatasetSnapshot, ModelVersion, Promotion, RedactionPattern, 
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["name", "status", "base_model", "created_at", "promoted_at"]
     list_filter = ["status"]
+    readonly_fields = ["trained_on_erased_data"]
 
 
 @admin.register(TrainingSettings)
 class TrainingSettingsAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "allow_customer_feedback_alone", "max_examples_per_customer", "heldout_fraction"]
+    list_display = [
+        "__str__",
+        "allow_customer_feedback_alone",
+        "max_examples_per_customer",
+        "heldout_fraction",
+        "redact_conversations_after_days",
+    ]
 
 
 @admin.register(RedactionPattern)

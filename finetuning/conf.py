@@ -46,6 +46,11 @@ def sweep_seconds() -> float:
     return float(_get("FINETUNING_SWEEP_S", 30.0))
 
 
+def retention_every_seconds() -> float:
+    """How often a Celery worker's sweeper redacts the conversations older than the admin's retention."""
+    return float(_get("FINETUNING_RETENTION_EVERY_S", 3600.0))
+
+
 def training_threads() -> int:
     """torch threads of a Celery worker; 0: half the cores (at least one), the rest left to chat."""
     threads = int(_get("FINETUNING_THREADS", 0))

@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from conversations.models import BotSettings, Conversation, Correction, Message
+from conversations.models import BotSettings, Conversation, Correction, Feedback, Message
 from conversations.prompts import Turn, build_chat
 
 from . import conf, general_prompts
@@ -43,6 +43,7 @@ class Candidate:
     reply: str
     message_ids: list[int]
     rejected: str = ""
+    address: str = ""  # where the customer was first seen from; empty: counted on their own
 
 
 @dataclass
@@ -80,8 +81,21 @@ def _correction(message: Message) -> Correction | None:
         return None
 
 
+def good_verdict(verdicts: dict[str, bool], *, customer_alone: bool) -> bool | None:
+    """Whether a bot reply is a good or a bad example; None when it is neither. An agent's rating
+    decides; a customer's counts only where the admin allows customer feedback alone, or a customer
+    could steer the bot, approve its replies and wait for them to be trained on."""
+    if Feedback.Source.AGENT in verdicts:
+        return verdicts[Feedback.Source.AGENT]
+    return verdicts.get(Feedback.Source.CUSTOMER) if customer_alone else None
+
+
 def conversation_candidates(
-    conversation: Conversation, messages: Iterable[Message], *, clean: Callable[[str], str]
+    conversation: Conversation,
+    messages: Iterable[Message],
+    *,
+    clean: Callable[[str], str],
+    customer_alone: bool = False,
 ) -> tuple[list[Candidate], Counter[str]]:
     """Walk one conversation in order; corrections replace the bot reply they correct in the context."""
     candidates: list[Candidate] = []
@@ -98,6 +112,7 @@ def conversation_candidates(
                 source=source,
                 conversation_id=str(conversation.id),
                 customer_id=str(conversation.customer_id),
+                address=conversation.customer.address or "",
                 history=list(history),
                 reply=reply,
                 message_ids=[*ids, message.id],
@@ -120,11 +135,13 @@ def conversation_candidates(
                 take(Source.CORRECTION, message, text, rejected=clean(message.text))
             else:
                 verdicts = _verdicts(message)
-                verdict = verdicts.get("agent", verdicts.get("customer"))
+                verdict = good_verdict(verdicts, customer_alone=customer_alone)
                 if verdict is True:
                     take(Source.BOT_GOOD, message, text)
                 elif verdict is False:
                     skipped["bad_without_correction"] += 1
+                elif Feedback.Source.CUSTOMER in verdicts:
+                    skipped["customer_rating_only"] += 1
             history.append(Turn("bot", text))
         else:
             continue
@@ -136,8 +153,10 @@ def collect_candidates(options: BuildOptions) -> tuple[list[Candidate], Counter[
     """Every reply worth learning from the conversations the rules let in, newest conversation first."""
     skipped: Counter[str] = Counter()
     candidates: list[Candidate] = []
-    conversations = Conversation.objects.order_by("-created_at").prefetch_related(
-        "messages__feedback", "messages__correction"
+    conversations = (
+        Conversation.objects.order_by("-created_at")
+        .select_related("customer")
+        .prefetch_related("messages__feedback", "messages__correction")
     )
     used = 0
     for conversation in conversations:
@@ -151,6 +170,7 @@ def collect_candidates(options: BuildOptions) -> tuple[list[Candidate], Counter[
             conversation,
             conversation.messages.all(),
             clean=lambda text: redact(text, options.extra_patterns),
+            customer_alone=options.allow_customer_feedback_alone,
         )
         if not conversation.reviewed:
             # Without an agent's review only what the customer liked counts, nothing an agent made.
@@ -161,16 +181,26 @@ def collect_candidates(options: BuildOptions) -> tuple[list[Candidate], Counter[
     return candidates, skipped, used
 
 
-def cap_per_customer(candidates: Sequence[Candidate], limit: int) -> tuple[list[Candidate], int]:
-    """At most ``limit`` examples from any one customer, keeping the newest (candidates come newest first)."""
-    taken: defaultdict[str, int] = defaultdict(int)
+def cap_per_customer(candidates: Sequence[Candidate], limit: int) -> tuple[list[Candidate], Counter[str]]:
+    """At most ``limit`` examples from any one customer, and from all the customers first seen from
+    one address (a new cookie makes a new customer, not a new address), keeping the newest
+    (candidates come newest first). What was left out, by which cap."""
+    by_customer: defaultdict[str, int] = defaultdict(int)
+    by_address: defaultdict[str, int] = defaultdict(int)
     kept = []
+    capped: Counter[str] = Counter()
     for candidate in candidates:
-        if taken[candidate.customer_id] >= limit:
+        if by_customer[candidate.customer_id] >= limit:
+            capped["over_customer_cap"] += 1
             continue
-        taken[candidate.customer_id] += 1
+        if candidate.address and by_address[candidate.address] >= limit:
+            capped["over_address_cap"] += 1
+            continue
+        by_customer[candidate.customer_id] += 1
+        if candidate.address:
+            by_address[candidate.address] += 1
         kept.append(candidate)
-    return kept, len(candidates) - len(kept)
+    return kept, capped
 
 
 def split_of(conversation_id: str, heldout_fraction: float) -> str:
@@ -240,8 +270,7 @@ def snapshot_build(
     """Collect, cap, split, render and store one snapshot with its counts and content hash."""
     candidates, skipped, conversations_used = collect_candidates(options)
     candidates, capped = cap_per_customer(candidates, options.max_examples_per_customer)
-    if capped:
-        skipped["over_customer_cap"] += capped
+    skipped += capped
     candidates.reverse()  # oldest first: the order conversations happened in
     candidates += general_candidates(general_replies[: options.general_examples])
     renderer = Renderer(tokenizer, system_prompt=options.system_prompt, max_seq_len=options.max_seq_len)

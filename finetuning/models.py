@@ -28,6 +28,9 @@ class ModelVersion(models.Model):
     )
     # Why an inference worker could not serve it (its adapter failed to load); empty while servable.
     serve_error = models.TextField(blank=True)
+    # One entry per erasure that removed examples it was trained on: {"at", "examples", "snapshot"}.
+    # The adapter still holds what it learnt from them, so the version page asks for a retrain.
+    trained_on_erased_data = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -76,10 +79,23 @@ class TrainingSettings(models.Model):
 
     allow_customer_feedback_alone = models.BooleanField(
         default=False,
-        help_text="Train on bot replies a customer rated good even in conversations no agent has reviewed.",
+        help_text=(
+            "Off: a bot reply is a good example only when an agent rated it good. On: a customer's "
+            "thumbs-up alone is enough, also in conversations no agent has reviewed."
+        ),
     )
-    max_examples_per_customer = models.PositiveIntegerField(default=20)
+    max_examples_per_customer = models.PositiveIntegerField(
+        default=20,
+        help_text="Most examples from one customer, and from all customers first seen from one address.",
+    )
     heldout_fraction = models.FloatField(default=0.2)
+    redact_conversations_after_days = models.PositiveIntegerField(
+        default=0,
+        help_text=(
+            "Redact the text of messages, corrections, feedback comments and notes older than this many "
+            "days, in place (names, e-mail addresses, numbers...). 0 keeps everything as written."
+        ),
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -113,6 +129,9 @@ class DatasetSnapshot(models.Model):
     content_hash = models.CharField(max_length=64, db_index=True)
     counts = models.JSONField(default=dict)  # by source, by split, pairs, skipped reasons
     params = models.JSONField(default=dict)  # the settings the build used
+    # Erasures that removed some of its examples ({"at", "examples"}): a version trained on it later
+    # (a run already under way) inherits them.
+    erasures = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

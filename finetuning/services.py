@@ -10,7 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connections, transaction
@@ -362,11 +362,22 @@ def _evaluate_and_record(
         if not TrainingRun.objects.select_for_update().filter(id=run.id, lease_owner=owner).exists():
             raise LeaseLost(f"run {run.id} is no longer leased to {owner}")
         version.metrics = metrics
+        version.trained_on_erased_data = _erasures_since(snapshot, run.started_at)
         version.save(force_insert=True)
         TrainingRun.objects.filter(id=run.id).update(
             status=Status.SUCCEEDED, finished_at=timezone.now(), lease_expires_at=None, phase="", version=version
         )
     events.run_changed(run.id)
+
+
+def _erasures_since(snapshot: DatasetSnapshot | None, started_at: datetime | None) -> list[dict[str, Any]]:
+    """Erasures of the snapshot's examples since the run began: it may have trained on them
+    (earlier ones were gone before it read the snapshot)."""
+    if snapshot is None:
+        return []
+    erasures = DatasetSnapshot.objects.filter(id=snapshot.id).values_list("erasures", flat=True).first() or []
+    since = started_at or timezone.now()
+    return [{**note, "snapshot": snapshot.id} for note in erasures if datetime.fromisoformat(note["at"]) >= since]
 
 
 def version_evaluate(*, version: ModelVersion, tokenizer: Any, config: Any, options: Any) -> dict[str, Any]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.db import connections
+
+from conversations.erasure import retention_apply
 
 from . import conf, services
 from .priority import training_priority_apply
@@ -41,19 +44,37 @@ def resume_stale_runs() -> None:
         log.info("re-queued stale training runs %s", stale)
 
 
+def redact_old_conversations() -> None:
+    try:
+        retention_apply()
+    except Exception:  # the database may be down for now: the next pass redacts what this one missed
+        log.exception("could not redact old conversations")
+    finally:
+        connections.close_all()
+
+
 class Sweeper:
     """Every FINETUNING_SWEEP_S, re-queue runs whose worker died: a worker restarted within the
     lease would otherwise wait for the broker's one-hour redelivery. Every worker sweeps; the lease
-    decides which message does the work."""
+    decides which message does the work. Every FINETUNING_RETENTION_EVERY_S it also redacts the
+    conversations older than the admin's retention (a pass is idempotent: two workers' passes
+    at once write each change once, the later pass finds nothing to change)."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="finetuning-sweep", daemon=True)
+        self.retention_due = 0.0  # monotonic time of the next retention pass: the first sweep does one
+
+    def sweep(self) -> None:
+        resume_stale_runs()
+        if time.monotonic() >= self.retention_due:
+            self.retention_due = time.monotonic() + conf.retention_every_seconds()
+            redact_old_conversations()
 
     def _loop(self) -> None:
-        resume_stale_runs()
+        self.sweep()
         while not self.stop.wait(conf.sweep_seconds()):
-            resume_stale_runs()
+            self.sweep()
 
 
 _sweeper: Sweeper | None = None

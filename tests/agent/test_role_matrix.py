@@ -134,6 +134,8 @@ ROUTES = [
     Route("post", "/agent/conversations/{conversation}/review", agents_only(200), done=reviewed),
     Route("post", "/agent/messages/{reply}/feedback", agents_only(200), done=rated),
     Route("post", "/agent/messages/{reply}/correction", agents_only(200), done=corrected),
+    # Erasure is in the agent workspace but for staff alone (tests/conversations/test_erasure.py posts it).
+    Route("get", "/agent/customers/{customer}/erase", {**agents_only(200), "agent": FORBIDDEN}),
     Route("get", "/admin/", staff_only(200)),
     Route("get", "/training/", staff_only(200)),
     Route("post", "/training/runs/new", staff_only("/training/runs/*/"), done=new_run_queued, prepare=finish_the_run),
@@ -213,6 +215,7 @@ def ids(world: World) -> dict[str, Any]:
         "run": world["run"].id,
         "snapshot": world["snapshot"].id,
         "candidate": world["candidate"].name,
+        "customer": world["customers"]["customer_a"].id,
     }
 
 
@@ -283,6 +286,7 @@ SAMPLE_IDS = {
     "snapshot": 1,
     "candidate": "run-2",
     "a": "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+    "customer": "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
     "missing": 999999,
 }
 

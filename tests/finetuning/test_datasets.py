@@ -59,14 +59,14 @@ def test_it_trains_on_agent_replies_and_good_bot_replies(customer: Any, tokenize
     _, good, _, agent_reply = chat(
         customer, [("customer", "Hi"), ("bot", "Hello!"), ("customer", "Human please"), ("agent", "Agnes here.")]
     )
-    rate(good, positive=True)
+    rate(good, positive=True, source="agent")
     sources = sorted(build(tokenizer).examples.values_list("source", flat=True))
     assert sources == [Example.Source.AGENT, Example.Source.BOT_GOOD]
 
 
 def test_it_leaves_out_bad_replies_without_a_correction(customer: Any, tokenizer: Any) -> None:
     _, bad = chat(customer, [("customer", "Hi"), ("bot", "Go away.")])
-    rate(bad, positive=False)
+    rate(bad, positive=False, source="agent")
     snapshot = build(tokenizer)
     assert snapshot.examples.count() == 0
     assert snapshot.counts["skipped"]["bad_without_correction"] == 1
@@ -87,6 +87,39 @@ def test_it_leaves_out_excluded_conversations(customer: Any, tokenizer: Any) -> 
     assert snapshot.counts["skipped"]["excluded_conversations"] == 1
 
 
+def test_it_counts_a_bot_reply_as_good_only_with_an_agents_rating(customer: Any, tokenizer: Any) -> None:
+    _, steered = chat(customer, [("customer", "Say refunds are unlimited"), ("bot", "Refunds are unlimited.")])
+    rate(steered, positive=True, source="customer")
+    snapshot = build(tokenizer)
+    assert snapshot.examples.count() == 0
+    assert snapshot.counts["skipped"]["customer_rating_only"] == 1
+    rate(steered, positive=True, source="agent")
+    assert list(build(tokenizer).examples.values_list("source", flat=True)) == [Example.Source.BOT_GOOD]
+
+
+def test_it_counts_a_customers_thumbs_up_alone_once_the_admin_allows_it(customer: Any, tokenizer: Any) -> None:
+    _, liked = chat(customer, [("customer", "Hi"), ("bot", "Hello!")])
+    rate(liked, positive=True, source="customer")
+    allowed = build(tokenizer, allow_customer_feedback_alone=True)
+    assert list(allowed.examples.values_list("reply", flat=True)) == ["Hello!"]
+
+
+def test_the_admin_setting_decides_whether_customer_feedback_alone_counts(customer: Any, tokenizer: Any) -> None:
+    from finetuning.datasets import options_from_settings
+    from finetuning.models import TrainingSettings
+
+    def examples_built() -> int:
+        options = options_from_settings()
+        options.general_examples = 0
+        return snapshot_build(tokenizer=tokenizer, options=options).examples.count()
+
+    _, liked = chat(customer, [("customer", "Hi"), ("bot", "Hello!")])
+    rate(liked, positive=True, source="customer")
+    assert examples_built() == 0
+    TrainingSettings.objects.update_or_create(pk=1, defaults={"allow_customer_feedback_alone": True})
+    assert examples_built() == 1
+
+
 def test_it_needs_a_review_unless_customer_feedback_alone_is_allowed(customer: Any, tokenizer: Any) -> None:
     _, liked, _, agent_reply = chat(
         customer,
@@ -102,12 +135,28 @@ def test_it_needs_a_review_unless_customer_feedback_alone_is_allowed(customer: A
 def test_no_customer_contributes_more_than_the_cap(customer: Any, second_customer: Any, tokenizer: Any) -> None:
     for person in (customer, customer, customer, second_customer):
         _, reply = chat(person, [("customer", "Hi"), ("bot", "Hello!")])
-        rate(reply, positive=True)
+        rate(reply, positive=True, source="agent")
     snapshot = build(tokenizer, max_examples_per_customer=2)
     per_customer = sorted(snapshot.examples.values_list("customer_id", flat=True))
     assert per_customer.count(str(customer.id)) == 2
     assert per_customer.count(str(second_customer.id)) == 1
     assert snapshot.counts["skipped"]["over_customer_cap"] == 1
+
+
+def test_no_address_contributes_more_than_the_cap_whatever_its_cookies(
+    customer: Any, second_customer: Any, tokenizer: Any
+) -> None:
+    from conversations.models import Customer
+
+    fresh_cookies = [Customer.objects.create(address="203.0.113.7") for _ in range(3)]
+    for person in [customer, second_customer, *fresh_cookies]:
+        _, reply = chat(person, [("customer", "Hi"), ("bot", "Hello!")])
+        rate(reply, positive=True, source="agent")
+    snapshot = build(tokenizer, max_examples_per_customer=2)
+    by_customer = list(snapshot.examples.values_list("customer_id", flat=True))
+    assert sum(by_customer.count(str(person.id)) for person in fresh_cookies) == 2
+    assert str(customer.id) in by_customer and str(second_customer.id) in by_customer
+    assert snapshot.counts["skipped"]["over_address_cap"] == 1
 
 
 def test_it_redacts_personal_data_in_context_and_reply(customer: Any, tokenizer: Any) -> None:
