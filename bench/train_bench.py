@@ -150,7 +150,7 @@ def make_conversations(count: int) -> None:
         if kind == 0:
             Correction.objects.create(message=bot, text=answer.format(n=rng.randint(2, 9)))
         elif kind == 1:
-            Feedback.objects.create(message=bot, source="agent", positive=True)  # only an agent's rating makes a good example
+            Feedback.objects.create(message=bot, source="agent", positive=True)
         else:
             Message.objects.create(conversation=conversation, role="agent", text=answer.format(n=rng.randint(2, 9)))
 
