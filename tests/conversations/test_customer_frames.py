@@ -206,3 +206,22 @@ def test_it_hides_a_stored_internal_error_in_the_history_a_customer_gets(custome
     frame = events.for_customer(history_frame(conversation))
     assert frame is not None
     assert_customer_safe([frame])
+
+
+@pytest.mark.browser
+def test_the_chat_page_shows_a_failed_reply_as_the_fixed_message(fake_system: Any, browser: Any) -> None:
+    from conversations import services
+    from conversations.models import Customer
+
+    page = browser.new_context().new_page()
+    page.goto(fake_system.url + "/")
+    page.wait_for_selector("#connection.online")
+    conversation = services.conversation_current(customer=Customer.objects.order_by("-created_at").first())
+    Message.objects.create(conversation=conversation, role="customer", text="where is my parcel?")
+    Message.objects.create(conversation=conversation, role="bot", status="failed", error=INTERNAL_ERROR[:200])
+    page.reload()
+    meta = page.locator("li.msg.bot.failed .meta")
+    meta.wait_for()
+    assert (meta.text_content() or "").startswith(events.REPLY_FAILED_TEXT)
+    assert meta.locator("button").text_content() == "Retry"
+    assert not INTERNAL_TEXT.search(page.content())
