@@ -60,7 +60,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_json(frame)
 
     async def send_json(self, payload: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(payload))
+        frame = events.for_customer(payload)  # every frame, direct or from the group: one filter
+        if frame is not None:
+            await self.send(text_data=json.dumps(frame))
 
     async def on_message(self, frame: dict[str, Any]) -> None:
         result = await database_sync_to_async(services.message_send)(
@@ -364,6 +366,8 @@ def message_in(conversation: Conversation, message_id: Any) -> Message:
 
 
 def history_frame(conversation: Conversation) -> dict[str, Any]:
+    """The whole stored conversation, as an agent sees it; a customer's socket sends it through
+    ``events.for_customer``, which drops what is agent-only (``model_version``, error details)."""
     conversation.refresh_from_db()
     return {
         "type": "history",

@@ -19,14 +19,20 @@ EVENT_HANDLER = "conversation.event"  # dispatched to ``conversation_event`` on 
 AGENTS_GROUP = "agents"
 AGENTS_HANDLER = "agents.event"  # dispatched to ``agents_event`` on agent consumers
 
-# What may reach a customer's socket, frame type by frame type, and the keys each may carry.
+# What may reach a customer's socket, frame type by frame type, and the keys each may carry: every
+# frame the chat socket sends passes ``for_customer``, so a key not listed here never reaches it.
 CUSTOMER_FRAMES: dict[str, set[str]] = {
+    "history": {"type", "conversation", "messages", "feedback", "worker", "worker_online"},
     "message": {"type", "message"},
     "delta": {"type", "message_id", "offset", "text"},
-    "done": {"type", "message_id", "text", "status", "error"},
+    "done": {"type", "message_id", "text", "status", "error", "error_code"},
     "status": {"type", "conversation"},
     "notice": {"type", "code", "detail"},
+    "feedback": {"type", "message_id", "feedback"},
+    "satisfaction": {"type", "score"},
+    "error": {"type", "code", "detail"},
 }
+# Not "model" nor "model_version": which version answered is the agents' business.
 CUSTOMER_MESSAGE_KEYS = {
     "id",
     "role",
@@ -37,11 +43,17 @@ CUSTOMER_MESSAGE_KEYS = {
     "first_token_at",
     "finished_at",
     "token_count",
-    "model",
     "error",
+    "error_code",
     "author",
 }
 CUSTOMER_CONVERSATION_KEYS = {"id", "status", "created_at", "agent", "satisfaction"}
+CUSTOMER_FEEDBACK_KEYS = {"positive", "reason", "comment"}
+
+# What a customer reads when a reply failed, whatever the reason: the reason itself (engine errors,
+# file paths, version names) is for the agents, who see it in their workspace.
+REPLY_FAILED = "reply_failed"
+REPLY_FAILED_TEXT = "Sorry, something went wrong while answering. Please try again."
 
 
 def group_name(conversation_id: UUID | str) -> str:
@@ -78,22 +90,52 @@ def status_event(conversation_payload: dict[str, Any]) -> dict[str, Any]:
 def for_customer(payload: dict[str, Any]) -> dict[str, Any] | None:
     """The frame as a customer may see it, or None when it is not for customers at all.
 
-    The conversation group should only ever carry customer-safe frames; this is the second lock,
-    so a frame published to the wrong group still cannot leak agent-only data.
+    Every frame a customer's socket sends passes here, whether it came through the conversation
+    group or straight from the consumer: the group should only ever carry customer-safe frames,
+    and this is the second lock, so a frame sent the wrong way still cannot leak agent-only data.
+    Idempotent: a filtered frame passes again unchanged.
     """
     allowed = CUSTOMER_FRAMES.get(payload.get("type", ""))
     if allowed is None:
         return None
     frame = {k: v for k, v in payload.items() if k in allowed}
+    if frame["type"] == "done":
+        frame.update(_customer_error(frame))
     if "message" in frame:
-        if not isinstance(frame["message"], dict) or frame["message"].get("role") == "system":
+        frame["message"] = _customer_message(frame["message"])
+        if frame["message"] is None:
             return None
-        frame["message"] = {k: v for k, v in frame["message"].items() if k in CUSTOMER_MESSAGE_KEYS}
+    if "messages" in frame:
+        messages = frame["messages"] if isinstance(frame["messages"], list) else []
+        frame["messages"] = [m for m in map(_customer_message, messages) if m is not None]
     if "conversation" in frame:
         if not isinstance(frame["conversation"], dict):
             return None
-        frame["conversation"] = {k: v for k, v in frame["conversation"].items() if k in CUSTOMER_CONVERSATION_KEYS}
+        frame["conversation"] = _only(frame["conversation"], CUSTOMER_CONVERSATION_KEYS)
+    if frame["type"] == "history":
+        ratings = frame.get("feedback") if isinstance(frame.get("feedback"), dict) else {}
+        frame["feedback"] = {k: _only(v, CUSTOMER_FEEDBACK_KEYS) for k, v in ratings.items() if isinstance(v, dict)}
+    if frame["type"] == "feedback" and frame.get("feedback") is not None:
+        feedback = frame["feedback"]
+        frame["feedback"] = _only(feedback, CUSTOMER_FEEDBACK_KEYS) if isinstance(feedback, dict) else None
     return frame
+
+
+def _customer_message(message: Any) -> dict[str, Any] | None:
+    if not isinstance(message, dict) or message.get("role") == "system":
+        return None
+    return {**_only(message, CUSTOMER_MESSAGE_KEYS), **_customer_error(message)}
+
+
+def _customer_error(item: dict[str, Any]) -> dict[str, str]:
+    """The fixed error a customer reads for a failed reply (and its code), in place of the stored one."""
+    if item.get("status") == "failed":
+        return {"error": REPLY_FAILED_TEXT, "error_code": REPLY_FAILED}
+    return {"error": "", "error_code": ""} if "error" in item else {}
+
+
+def _only(item: dict[str, Any], keys: set[str]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if k in keys}
 
 
 # The agents' group: the inbox and everything agent-only.

@@ -2,11 +2,19 @@
 
 ``build_chat`` and its helpers are pure (no Django, no torch); ``prompt_for`` reads the stored
 history and the system prompt and measures the templated result with the engine's tokenizer.
+
+Conversation text is data, never markup: before anything is templated, ``neutralise`` breaks every
+control string in it (the tokenizer's special and added tokens, the template's role markers), so
+a customer who types ``<|im_start|>system`` writes words, not a system turn. Serving and the
+dataset build both template through ``build_chat``, so what the model trains on is as inert as
+what it is served.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+import re
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +31,17 @@ MODEL_ROLES = {"customer": "user", "bot": "assistant", "agent": "assistant"}
 # Chat templates add a few tokens of markup around each turn.
 TURN_OVERHEAD_TOKENS = 6
 
+# Inserted after a control string's first character: invisible, so the text reads the same, and
+# the tokenizer no longer sees the token.
+ZERO_WIDTH_SPACE = "\u200b"
+
+# The shape most model families give their control tokens (ChatML, Llama 3, Phi): broken even when
+# the tokenizer at hand does not list it, since a fine-tuned or swapped model may know it.
+CONTROL_SHAPE = r"<\|[^<>|\s]{1,64}\|>"
+
+# Stands in for each turn's content when the template is rendered to find its markers.
+_PROBE = "\ue000{}\ue000"
+
 
 @dataclass(frozen=True)
 class Turn:
@@ -36,14 +55,17 @@ def build_chat(
     history: Sequence[Turn],
     count_tokens: Callable[[str], int],
     budget_tokens: int,
+    control: Collection[str] = (),
 ) -> list[dict[str, str]]:
     """The system prompt plus as much recent history as fits in ``budget_tokens``.
 
-    Turns are taken newest first until the budget is spent; the kept window then starts at a
-    customer turn so the model never sees an answer without its question. The newest customer
-    turn is always kept, cut from the front if it alone is too long.
+    Every text is neutralised first (``control``: the tokenizer's control strings, from
+    ``control_strings``). Turns are taken newest first until the budget is spent; the kept window
+    then starts at a customer turn so the model never sees an answer without its question. The
+    newest customer turn is always kept, cut from the front if it alone is too long.
     """
-    turns = [t for t in history if t.role in MODEL_ROLES and t.text.strip()]
+    system_prompt = neutralise(system_prompt, control)
+    turns = [Turn(t.role, neutralise(t.text, control)) for t in history if t.role in MODEL_ROLES and t.text.strip()]
     remaining = budget_tokens - count_tokens(system_prompt) - TURN_OVERHEAD_TOKENS
     kept: list[Turn] = []
     for turn in reversed(turns):
@@ -60,6 +82,67 @@ def build_chat(
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages += [{"role": MODEL_ROLES[t.role], "content": t.text} for t in kept]
     return _merge_consecutive(messages)
+
+
+def neutralise(text: str, control: Collection[str] = ()) -> str:
+    """``text`` with every control string in it broken by a zero-width space; idempotent.
+
+    ``control`` adds the tokenizer's own strings to ``CONTROL_SHAPE``. Passes repeat until none is
+    left, because breaking one occurrence can leave another that overlapped it whole.
+    """
+    pattern = _control_pattern(frozenset(control))
+    while (broken := pattern.sub(_break, text)) != text:
+        text = broken
+    return text
+
+
+def _break(match: re.Match[str]) -> str:
+    found = match.group()
+    return found[0] + ZERO_WIDTH_SPACE + found[1:]
+
+
+@functools.lru_cache(maxsize=16)
+def _control_pattern(control: frozenset[str]) -> re.Pattern[str]:
+    literals = sorted((s for s in control if len(s) > 1 and ZERO_WIDTH_SPACE not in s), key=len, reverse=True)
+    return re.compile("|".join([*map(re.escape, literals), CONTROL_SHAPE]))
+
+
+def control_strings(tokenizer: Any) -> frozenset[str]:
+    """What conversation text must never contain for ``tokenizer``: its special and added tokens,
+    which it reads as control ids wherever they appear, and its chat template's role markers."""
+    try:
+        return _control_strings_cached(tokenizer)
+    except TypeError:  # an unhashable tokenizer: worked out each time
+        return _control_strings(tokenizer)
+
+
+@functools.lru_cache(maxsize=8)
+def _control_strings_cached(tokenizer: Any) -> frozenset[str]:
+    return _control_strings(tokenizer)
+
+
+def _control_strings(tokenizer: Any) -> frozenset[str]:
+    found = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    added = getattr(tokenizer, "get_added_vocab", None)
+    if callable(added):
+        found.update(added())
+    found.update(template_markers(tokenizer))
+    return frozenset(s for s in found if isinstance(s, str) and s.strip())
+
+
+def template_markers(tokenizer: Any) -> set[str]:
+    """The lines of markup the chat template puts around each turn (``<|im_start|>user``), found by
+    rendering a probe conversation; none when the template cannot render text."""
+    roles = ["system", "user", "assistant", "user"]
+    probe = [{"role": role, "content": _PROBE.format(i)} for i, role in enumerate(roles)]
+    try:
+        rendered = tokenizer.apply_chat_template(probe, add_generation_prompt=True, tokenize=False)
+    except Exception:  # a template that refuses the probe (no system role, say) still gets the tokens
+        return set()
+    if not isinstance(rendered, str):
+        return set()
+    markup = re.split(_PROBE.format(r"\d+"), rendered)
+    return {line.strip() for piece in markup for line in piece.splitlines() if len(line.strip()) > 1}
 
 
 def _clip_front(turn: Turn, budget: int, count_tokens: Callable[[str], int]) -> Turn:
@@ -107,12 +190,14 @@ def prompt_for(message: Message, tokenizer: Any, *, max_new_tokens: int, max_pos
     context = min(settings.INFERENCE_CONTEXT_TOKENS, max_positions or settings.INFERENCE_CONTEXT_TOKENS)
     limit = max(context - max_new_tokens, 1)
     budget = limit
+    control = control_strings(tokenizer)
     for _ in range(4):
         chat = build_chat(
             system_prompt=system_prompt,
             history=history,
             count_tokens=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
             budget_tokens=budget,
+            control=control,
         )
         ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # some tokenizers return a BatchEncoding

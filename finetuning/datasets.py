@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import transaction
 
 from conversations.models import BotSettings, Conversation, Correction, Feedback, Message
-from conversations.prompts import Turn, build_chat
+from conversations.prompts import Turn, build_chat, control_strings, neutralise
 
 from . import conf, general_prompts
 from .models import DatasetSnapshot, Example, TrainingSettings
@@ -230,17 +230,27 @@ class Renderer:
     def prompt_for(self, history: Sequence[Turn]) -> str:
         """The templated prompt alone, ending where the assistant's reply starts."""
         chat = build_chat(
-            system_prompt=self.system_prompt, history=history, count_tokens=self.count, budget_tokens=self.max_seq_len
+            system_prompt=self.system_prompt,
+            history=history,
+            count_tokens=self.count,
+            budget_tokens=self.max_seq_len,
+            control=control_strings(self.tokenizer),
         )
         return str(self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False))
 
     def render(self, history: Sequence[Turn], reply: str) -> Rendered | None:
+        control = control_strings(self.tokenizer)
+        reply = neutralise(reply, control)  # the completion is trained on too: as inert as the prompt
         reply_tokens = self.count(reply)
         budget = self.max_seq_len - reply_tokens - 8
         if reply_tokens > self.max_seq_len // 2 or budget <= 0:
             return None
         chat = build_chat(
-            system_prompt=self.system_prompt, history=history, count_tokens=self.count, budget_tokens=budget
+            system_prompt=self.system_prompt,
+            history=history,
+            count_tokens=self.count,
+            budget_tokens=budget,
+            control=control,
         )
         prompt = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
         full = self.tokenizer.apply_chat_template([*chat, {"role": "assistant", "content": reply}], tokenize=False)

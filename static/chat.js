@@ -187,7 +187,7 @@
     if (data.role === "bot" && data.status === "pending") meta.textContent = "Waiting for the assistant…";
     if (data.status === "cancelled") meta.textContent = "Stopped.";
     if (data.status === "failed") {
-      meta.textContent = `Could not answer${data.error ? ": " + data.error : ""}.`;
+      meta.textContent = data.error || "Could not answer.";
       meta.append(button("Retry", () => send({ type: "retry" })));
     }
     if (data.role === "agent" && data.author) li.querySelector(".who").textContent = `${data.author} (agent)`;

@@ -48,7 +48,8 @@ class EngineLike(Protocol):
 
 
 class ReplyRefused(Exception):
-    """The reply cannot be generated; the message is what the customer reads (no file paths)."""
+    """The reply cannot be generated; the message is stored for the agents (no file paths). The
+    customer reads ``events.REPLY_FAILED_TEXT`` instead, as for every failed reply."""
 
 
 @dataclass
@@ -131,7 +132,8 @@ async def announce_claimed(reply: Reply) -> None:
 
 
 async def fail(*, message_id: int, error: str) -> None:
-    """A reply that cannot be generated is stored as failed, with a reason the customer can read."""
+    """A reply that cannot be generated is stored as failed, with its reason for the agents; the
+    customer's socket replaces the reason with the fixed text (``events.for_customer``)."""
     message = await database_sync_to_async(services.reply_finish)(
         message_id=message_id, text="", status=Message.Status.FAILED, token_count=0, error=error
     )

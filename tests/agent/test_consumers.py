@@ -37,7 +37,8 @@ async def test_an_agent_takes_over_and_the_customer_hears_them_live(customer: An
 
     await agent.send_json_to({"type": "takeover", "conversation_id": conversation_id})
     frames = await receive_until(chat, "status")
-    assert {"type": "done", "message_id": pending["id"], "text": "", "status": "cancelled", "error": ""} in frames
+    cancelled = {"type": "done", "message_id": pending["id"], "text": "", "status": "cancelled"}
+    assert {**cancelled, "error": "", "error_code": ""} in frames
     assert frames[-1]["conversation"]["status"] == "agent"
     assert frames[-1]["conversation"]["agent"] == "Dana"
 
@@ -295,6 +296,7 @@ async def test_a_handoff_phrase_during_a_reply_cancels_it_on_the_page(customer: 
         "text": "",
         "status": "cancelled",
         "error": "",
+        "error_code": "",
     } in frames
     assert frames[-1]["conversation"]["status"] == "waiting"
     await chat.disconnect()

@@ -153,7 +153,14 @@ async def test_stop_before_the_worker_starts_cancels_the_reply(customer: Any) ->
     reply_id = frames[1]["message"]["id"]
     await socket.send_json_to({"type": "stop"})
     done = await socket.receive_json_from()
-    assert done == {"type": "done", "message_id": reply_id, "text": "", "status": "cancelled", "error": ""}
+    assert done == {
+        "type": "done",
+        "message_id": reply_id,
+        "text": "",
+        "status": "cancelled",
+        "error": "",
+        "error_code": "",
+    }
     await socket.disconnect()
 
 

@@ -9,6 +9,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import override_settings
 
+from conversations.events import REPLY_FAILED_TEXT
 from conversations.inference.fake import FakeEngine
 from conversations.models import Message
 
@@ -148,7 +149,8 @@ async def test_a_reply_past_its_timeout_fails_and_can_be_retried(customer: Any, 
     socket = await open_chat(customer)
     await socket.send_json_to({"type": "message", "text": "slow please"})
     done = (await receive_until(socket, "done"))[-1]
-    assert done["status"] == "failed" and "too long" in done["error"]
+    assert done["status"] == "failed" and done["error_code"] == "reply_failed"
+    assert "too long" in (await stored(done["message_id"])).error  # the reason is for the agents
     await socket.send_json_to({"type": "retry"})
     retried = await socket.receive_json_from()  # pending, or already claimed by the worker
     assert retried["type"] == "message" and retried["message"]["status"] in ("pending", "streaming")
@@ -168,7 +170,8 @@ async def test_an_unknown_adapter_fails_only_that_reply(customer: Any, start_wor
     socket = await open_chat(customer)
     await socket.send_json_to({"type": "message", "text": "hi"})
     done = (await receive_until(socket, "done"))[-1]
-    assert done["status"] == "failed" and "v-broken" in done["error"]
+    assert done["status"] == "failed" and done["error"] == REPLY_FAILED_TEXT
+    assert "v-broken" in (await stored(done["message_id"])).error  # the reason is for the agents
     await socket.disconnect()
 
 

@@ -10,6 +10,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from conversations import dispatch
+from conversations.events import REPLY_FAILED_TEXT
 from conversations.inference.fake import FakeEngine
 from conversations.worker import ConsumerNameTaken, InferenceWorker
 
@@ -114,7 +115,9 @@ async def test_an_adapter_that_will_not_load_fails_only_its_replies(
     bad_socket = await open_chat(customer)
     await bad_socket.send_json_to({"type": "message", "text": "hi"})
     failed = (await receive_until(bad_socket, "done", timeout=15))[-1]
-    assert failed["status"] == "failed" and "v-bad" in failed["error"] and str(tmp_path) not in failed["error"]
+    assert failed["status"] == "failed" and failed["error"] == REPLY_FAILED_TEXT
+    assert "v-bad" in (await stored(failed["message_id"])).error  # agents see which version, no paths
+    assert str(tmp_path) not in (await stored(failed["message_id"])).error
     answered = (await receive_until(base_socket, "done", timeout=15))[-1]
     assert answered["status"] == "complete" and answered["text"] == LONG_REPLY[:80]
     await bad.arefresh_from_db()
@@ -123,17 +126,37 @@ async def test_an_adapter_that_will_not_load_fails_only_its_replies(
     await base_socket.disconnect()
 
 
-async def test_replies_on_a_version_marked_unservable_fail_at_once(
+async def test_while_the_active_version_is_marked_unservable_customers_get_the_base_model(
     customer: Any, start_worker: Any, tmp_path: Path
 ) -> None:
     await database_sync_to_async(an_active_version)(
         "v-good", tmp_path / "good", servable=True, serve_error="it would not load yesterday"
     )
-    engine = FakeEngine()
+    engine = FakeEngine(default_reply="From the base model.")
     start_worker(engine)
     socket = await open_chat(customer)
     await socket.send_json_to({"type": "message", "text": "hi"})
     done = (await receive_until(socket, "done", timeout=15))[-1]
-    assert done["status"] == "failed" and "v-good" in done["error"]
+    assert done["status"] == "complete" and done["text"] == "From the base model."
+    assert (await stored(done["message_id"])).model_version_id is None
+    assert engine.adapters == {}
+    await socket.disconnect()
+
+
+async def test_a_reply_queued_for_a_version_since_marked_unservable_fails_at_once(
+    customer: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    from finetuning.services import version_mark_unservable
+
+    await database_sync_to_async(an_active_version)("v-good", tmp_path / "good", servable=True)
+    socket = await open_chat(customer)
+    await socket.send_json_to({"type": "message", "text": "hi"})  # queued on v-good; no worker yet
+    await receive_until(socket, "message")
+    await database_sync_to_async(version_mark_unservable)(name="v-good", error="it would not load")
+    engine = FakeEngine()
+    start_worker(engine)
+    done = (await receive_until(socket, "done", timeout=15))[-1]
+    assert done["status"] == "failed" and done["error"] == REPLY_FAILED_TEXT
+    assert "v-good" in (await stored(done["message_id"])).error
     assert engine.adapters == {} and engine.submitted == []
     await socket.disconnect()
