@@ -7,6 +7,7 @@
   const badge = $("connection"), notice = $("notice"), talkStatus = $("talk-status"), csat = $("csat");
   const REASONS = JSON.parse($("feedback-reasons").textContent);
   const OUTBOX_KEY = "chat.outbox";
+  const LIMITED_RETRY_MS = 30000;
   const ROLE_NAMES = { customer: "You", bot: "Assistant", agent: "Agent", system: "" };
 
   let socket = null, retryDelay = 500, conversation = null;
@@ -33,6 +34,13 @@
       updateControls();
       if (event.code === 4401) { setNotice("Your session has expired: reload the page."); return; }
       if (event.code === 4404) { conversation = null; setTimeout(connect, 0); return; } // gone: the latest open one
+      // Refused by a limit (too many connections from this network, or this chat open in too many
+      // tabs): say why, and try again only after the limit's window has had time to pass.
+      if (event.code === 4409 || event.code === 4429) {
+        setNotice(event.reason || "Too many connections: please try again in a minute.");
+        setTimeout(connect, LIMITED_RETRY_MS);
+        return;
+      }
       setTimeout(connect, retryDelay);
       retryDelay = Math.min(retryDelay * 2, 10000);
     };

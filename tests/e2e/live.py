@@ -53,6 +53,11 @@ class LiveSystem:
             "CHANNEL_PREFIX": prefix,
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "CHAT_RATE_LIMIT_MESSAGES": "1000",
+            # Every browser and client of a test run comes from 127.0.0.1.
+            "CHAT_ADDRESS_CUSTOMERS": "100000",
+            "CHAT_ADDRESS_SOCKETS": "100000",
+            "CHAT_ADDRESS_FRAMES": "100000",
+            "CHAT_SOCKETS_PER_CUSTOMER": "1000",
             "GENERATION_MAX_NEW_TOKENS": os.environ.get("E2E_MAX_NEW_TOKENS", "96"),
             "GENERATION_TEMPERATURE": "0",  # greedy: what the model says is repeatable
             "INFERENCE_THREADS": os.environ.get("INFERENCE_THREADS", "2"),
