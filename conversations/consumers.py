@@ -62,7 +62,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def refuse(self, code: int, reason: str) -> None:
         """Accepted, then closed: a handshake refused outright reaches a browser as a bare 1006,
-        while a close after accepting carries the code and the reason the page shows."""
+        while a close after accepting carries the code (the page words it: daphne drops the
+        reason, which other servers pass on)."""
         await self.accept()
         await self.close(code=code, reason=reason)
 

@@ -8,6 +8,10 @@
   const REASONS = JSON.parse($("feedback-reasons").textContent);
   const OUTBOX_KEY = "chat.outbox";
   const LIMITED_RETRY_MS = 30000;
+  const LIMITED = {
+    4409: "This chat is open in too many tabs or windows: close one of them, then reload the page.",
+    4429: "Too many connections from your network. Please wait a minute, then reload the page.",
+  };
   const ROLE_NAMES = { customer: "You", bot: "Assistant", agent: "Agent", system: "" };
 
   let socket = null, retryDelay = 500, conversation = null;
@@ -34,10 +38,10 @@
       updateControls();
       if (event.code === 4401) { setNotice("Your session has expired: reload the page."); return; }
       if (event.code === 4404) { conversation = null; setTimeout(connect, 0); return; } // gone: the latest open one
-      // Refused by a limit (too many connections from this network, or this chat open in too many
-      // tabs): say why, and try again only after the limit's window has had time to pass.
-      if (event.code === 4409 || event.code === 4429) {
-        setNotice(event.reason || "Too many connections: please try again in a minute.");
+      // Refused by a limit: say why (daphne drops the close reason, so the code's own words stand
+      // in), and try again only after the limit's window has had time to pass.
+      if (LIMITED[event.code]) {
+        setNotice(event.reason || LIMITED[event.code]);
         setTimeout(connect, LIMITED_RETRY_MS);
         return;
       }
