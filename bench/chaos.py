@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.chat_latency import QUESTIONS  # noqa: E402
+from tests.e2e.live import LOOPBACK_LIMITS  # noqa: E402
 
 RUN_CONFIG = {"epochs": 1, "batch_size": 4, "max_seq_len": 192, "checkpoint_every": 1000}
 
@@ -88,7 +89,7 @@ class System:
             "GENERATION_TEMPERATURE": "0",
             "GENERATION_MAX_NEW_TOKENS": str(args.max_new_tokens),
             "INFERENCE_THREADS": str(args.inference_threads),
-            "CHAT_RATE_LIMIT_MESSAGES": "10000",
+            **LOOPBACK_LIMITS,
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "PYTHONUNBUFFERED": "1",
         }
@@ -296,8 +297,7 @@ class Served:
             "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
             "REDIS_KEY_PREFIX": prefix,
             "CHANNEL_PREFIX": prefix,
-            "CHAT_RATE_LIMIT_MESSAGES": "100000",
-            "CHAT_RATE_LIMIT_CONVERSATIONS": "100000",
+            **LOOPBACK_LIMITS,
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "INFERENCE_REQUEUE_AFTER_S": "5",
             "PYTHONUNBUFFERED": "1",

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.client import ChatClient  # noqa: E402
+from tests.e2e.live import LOOPBACK_LIMITS  # noqa: E402
 
 QUESTIONS = [
     "Hello! Can you tell me how to return a pair of shoes?",
@@ -43,7 +44,7 @@ def start_system(args: argparse.Namespace, scratch: Path) -> tuple[str, list[sub
         "GENERATION_TEMPERATURE": "0",
         "GENERATION_MAX_NEW_TOKENS": str(args.max_new_tokens),
         "INFERENCE_THREADS": str(args.threads),
-        "CHAT_RATE_LIMIT_MESSAGES": "10000",
+        **LOOPBACK_LIMITS,
     }
     python = sys.executable
     subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)

@@ -152,6 +152,14 @@ CHAT_RATE_LIMIT_MESSAGES = env_int("CHAT_RATE_LIMIT_MESSAGES", 6)
 CHAT_RATE_LIMIT_WINDOW_S = env_int("CHAT_RATE_LIMIT_WINDOW_S", 30)
 CHAT_RATE_LIMIT_CONVERSATIONS = env_int("CHAT_RATE_LIMIT_CONVERSATIONS", 5)
 CHAT_STREAM_FLUSH_MS = env_int("CHAT_STREAM_FLUSH_MS", 80)
+# Abuse limits (conversations/limits.py), counted in Redis per client address (TRUSTED_PROXY_HOPS-aware)
+# by every web process together; each in docs/settings.md.
+CHAT_ADDRESS_CUSTOMERS = env_int("CHAT_ADDRESS_CUSTOMERS", 20)
+CHAT_ADDRESS_CUSTOMERS_WINDOW_S = env_int("CHAT_ADDRESS_CUSTOMERS_WINDOW_S", 600)
+CHAT_ADDRESS_SOCKETS = env_int("CHAT_ADDRESS_SOCKETS", 60)
+CHAT_ADDRESS_FRAMES = env_int("CHAT_ADDRESS_FRAMES", 120)
+CHAT_ADDRESS_WINDOW_S = env_int("CHAT_ADDRESS_WINDOW_S", 60)
+CHAT_SOCKETS_PER_CUSTOMER = env_int("CHAT_SOCKETS_PER_CUSTOMER", 5)
 
 # The inference worker and the model it serves.
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "chatbot")
@@ -163,6 +171,7 @@ INFERENCE_DTYPE = env_str("INFERENCE_DTYPE", "auto")  # auto (bf16 on CUDA, fp32
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0)  # 0: torch's default
 INFERENCE_MAX_RUNNING = env_int("INFERENCE_MAX_RUNNING", 32)
 INFERENCE_MAX_QUEUE = env_int("INFERENCE_MAX_QUEUE", 256)
+INFERENCE_MAX_WAITING = env_int("INFERENCE_MAX_WAITING", 256)
 # Prompt tokens whose keys and values the engine keeps for reuse (shared system prompt, earlier
 # turns); about 46 KB a token for the default model in fp32. 0 turns prefix caching off.
 INFERENCE_PREFIX_CACHE_TOKENS = env_int("INFERENCE_PREFIX_CACHE_TOKENS", 4096)

@@ -6,28 +6,43 @@ docs/protocol.md. A customer's socket forwards only what ``events.for_customer``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
-from . import events, health, roles, selectors, services
+from . import events, health, limits, roles, selectors, services
 from .models import Conversation, Customer, Feedback, Message
 from .services import ChatError, Transition
+
+T = TypeVar("T")
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY_SOCKETS = 4409
+CLOSE_RATE_LIMITED = 4429
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
     customer: Customer
     conversation: Conversation
+    address: str = "unknown"
+    registered: bool = False  # counted among the customer's open sockets (limits.socket_register)
+    keepalive: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
+        self.address = limits.scope_ip(self.scope)[1]
+        if not await limited(limits.socket_open_allowed, address=self.address):
+            await self.refuse(CLOSE_RATE_LIMITED, SOCKETS_FROM_ADDRESS)
+            return
         customer = await self._customer()
         if customer is None:
             await self.close(code=CLOSE_UNAUTHENTICATED)
@@ -37,15 +52,43 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.customer = customer
+        if not await limited(limits.socket_register, customer_id=str(customer.id), channel=self.channel_name):
+            await self.refuse(CLOSE_TOO_MANY_SOCKETS, SOCKETS_PER_CUSTOMER)
+            return
+        self.registered = True
+        self.keepalive = asyncio.create_task(self._keep_registered())
         await self.accept()
         await self._watch(conversation)
 
+    async def refuse(self, code: int, reason: str) -> None:
+        """Accepted, then closed: a handshake refused outright reaches a browser as a bare 1006,
+        while a close after accepting carries the code (the page words it: daphne drops the
+        reason, which other servers pass on)."""
+        await self.accept()
+        await self.close(code=code, reason=reason)
+
+    async def _keep_registered(self) -> None:
+        while True:
+            await asyncio.sleep(limits.SOCKET_REFRESH_S)
+            await limited(limits.socket_refresh, customer_id=str(self.customer.id), channel=self.channel_name)
+
     async def disconnect(self, code: int) -> None:
+        if self.keepalive is not None:
+            self.keepalive.cancel()
+        if self.registered:
+            self.registered = False
+            await limited(limits.socket_unregister, customer_id=str(self.customer.id), channel=self.channel_name)
         if hasattr(self, "conversation"):
             await self.channel_layer.group_discard(events.group_name(self.conversation.id), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
+            if not await limited(limits.frame_allowed, address=self.address):
+                raise ChatError(
+                    "rate_limited",
+                    f"Too many requests from your network: at most {settings.CHAT_ADDRESS_FRAMES} every "
+                    f"{settings.CHAT_ADDRESS_WINDOW_S} seconds. Please wait a moment.",
+                )
             frame = parse_frame(text_data, bytes_data)
             handler = self.HANDLERS.get(frame["type"])
             if handler is None:
@@ -180,6 +223,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             comment=frame.get("comment", ""),
         )
         return message, feedback
+
+
+SOCKETS_FROM_ADDRESS = "Too many connections from your network. Please wait a minute, then reload the page."
+SOCKETS_PER_CUSTOMER = "This chat is open in too many tabs or windows: close one of them, then reload the page."
+
+
+async def limited(check: Callable[..., T], **kwargs: Any) -> T:
+    """A limit's Redis round trip, off the event loop (and off the thread the database calls use)."""
+    return await sync_to_async(check, thread_sensitive=False)(**kwargs)
 
 
 class RoleCheckedConsumer(AsyncWebsocketConsumer):

@@ -6,14 +6,12 @@ throttled alike. Counts live in Redis, in the cache alias ``login_throttle`` (ch
 so every web process counts together; their keys lie under ``REDIS_KEY_PREFIX``.
 
 The client address is REMOTE_ADDR, or, behind TRUSTED_PROXY_HOPS reverse proxies, the address the
-outermost trusted proxy put into X-Forwarded-For (entries further left are the client's own to
-forge). An IPv6 client counts by its /64, which one host can rotate through freely.
+outermost trusted proxy put into X-Forwarded-For, as the chat's limits take it (conversations/limits.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +24,8 @@ from django.core.cache import BaseCache, caches
 from django.dispatch import receiver
 from django.http import HttpRequest
 from redis import RedisError
+
+from . import limits
 
 CACHE_ALIAS = "login_throttle"
 
@@ -44,25 +44,8 @@ def counts() -> BaseCache:
 
 
 def client_address(request: HttpRequest | None) -> str:
-    if request is None:
-        return "unknown"
-    address = request.META.get("REMOTE_ADDR", "")
-    hops = settings.TRUSTED_PROXY_HOPS
-    if hops > 0:
-        # Each proxy appends the address it was reached from; the nearest one is REMOTE_ADDR.
-        forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
-        if len(forwarded) >= hops:
-            address = forwarded[-hops]
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return address[:64] or "unknown"
-    mapped = getattr(parsed, "ipv4_mapped", None)  # ::ffff:a.b.c.d is the IPv4 client a.b.c.d
-    if mapped is not None:
-        return str(mapped)
-    if parsed.version == 6:
-        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
-    return str(parsed)
+    """What the throttle counts a client by (conversations/limits.py, shared with the chat's limits)."""
+    return "unknown" if request is None else limits.request_ip(request)[1]
 
 
 def _keys(request: HttpRequest | None, username: str) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from . import dispatch, events, roles, selectors
@@ -33,14 +34,17 @@ class SendResult:
     stopped: Message | None = None  # the bot reply a handoff cancelled
 
 
-def customer_from_session(session: Any) -> Customer:
-    """The customer this browser session belongs to, created on the first visit."""
+def customer_of_session(session: Any) -> Customer | None:
+    """The customer this browser session belongs to, if it has one that still exists."""
     customer_id = session.get("customer_id")
-    customer = Customer.objects.filter(id=customer_id).first() if customer_id else None
-    if customer is None:
-        customer = Customer.objects.create()
-        session["customer_id"] = str(customer.id)
-        session.save()
+    return Customer.objects.filter(id=customer_id).first() if customer_id else None
+
+
+def customer_create(*, session: Any, address: str | None) -> Customer:
+    """A new customer for this browser session, recording the client address it came from."""
+    customer = Customer.objects.create(address=address)
+    session["customer_id"] = str(customer.id)
+    session.save()
     return customer
 
 
@@ -52,6 +56,7 @@ def conversation_current(*, customer: Customer) -> Conversation:
 def conversation_start(*, customer: Customer) -> Conversation:
     """Close the customer's open conversations and start a fresh one (``CHAT_RATE_LIMIT_CONVERSATIONS``
     a window at most: each is a row, so a flood of "new conversation" frames is refused)."""
+    _lock_customer(customer.id)  # two sockets of one customer count one after the other
     window = timedelta(seconds=settings.CHAT_RATE_LIMIT_WINDOW_S)
     started = customer.conversations.filter(created_at__gte=timezone.now() - window).count()
     if started >= settings.CHAT_RATE_LIMIT_CONVERSATIONS:
@@ -86,17 +91,37 @@ def validate_client_id(client_id: Any) -> str | None:
     return client_id
 
 
-def _check_rate_limit(customer: Customer) -> None:
-    window = timedelta(seconds=settings.CHAT_RATE_LIMIT_WINDOW_S)
-    recent = Message.objects.filter(
-        conversation__customer=customer, role=Message.Role.CUSTOMER, created_at__gte=timezone.now() - window
-    ).count()
-    if recent >= settings.CHAT_RATE_LIMIT_MESSAGES:
+def _lock_customer(customer_id: Any) -> None:
+    """Hold the customer's row until the transaction ends: a limit counted over all their
+    conversations is checked and written by one socket at a time."""
+    list(Customer.objects.select_for_update().filter(id=customer_id).values_list("id", flat=True))
+
+
+def _check_rate_limit(customer_id: Any) -> None:
+    """At most ``CHAT_RATE_LIMIT_MESSAGES`` a window of customer messages and retries together
+    (a retry asks the model as much as a message does). Call with the customer's row locked."""
+    since = timezone.now() - timedelta(seconds=settings.CHAT_RATE_LIMIT_WINDOW_S)
+    recent = Message.objects.filter(conversation__customer_id=customer_id, created_at__gte=since)
+    messages = recent.filter(role=Message.Role.CUSTOMER).count()
+    if messages + _retries(recent) >= settings.CHAT_RATE_LIMIT_MESSAGES:
         raise ChatError(
             "rate_limited",
             f"Too many messages: at most {settings.CHAT_RATE_LIMIT_MESSAGES} every "
             f"{settings.CHAT_RATE_LIMIT_WINDOW_S} seconds. Please wait a moment.",
         )
+
+
+def _retries(recent: QuerySet[Message]) -> int:
+    """Bot replies among ``recent`` that follow a bot reply: a reply to a message follows that
+    message (both made in one locked transaction), so only a retry follows a bot reply."""
+    before = (
+        Message.objects.filter(conversation=OuterRef("conversation"), id__lt=OuterRef("id"))
+        .exclude(role=Message.Role.SYSTEM)
+        .order_by("-id")
+        .values("role")[:1]
+    )
+    bot_replies = recent.filter(role=Message.Role.BOT).annotate(before=Subquery(before))
+    return bot_replies.filter(before=Message.Role.BOT).count()
 
 
 def message_send(*, conversation: Conversation, text: Any, client_id: Any = None) -> SendResult:
@@ -115,14 +140,16 @@ def message_send(*, conversation: Conversation, text: Any, client_id: Any = None
             return SendResult(seen, None, created=False)
     if conversation.status == Conversation.Status.CLOSED:
         raise ChatError("conversation_closed", "This conversation is closed; start a new one.")
-    _check_rate_limit(conversation.customer)
     handoff = conversation.status == Conversation.Status.BOT and wants_person(text)
     if conversation.status == Conversation.Status.BOT and not handoff and selectors.reply_in_flight(conversation):
         raise ChatError("reply_in_progress", "Please wait for the answer, or press Stop, before sending again.")
     try:
         with transaction.atomic():
-            # The row lock orders this against a takeover: the bot never gets a reply queued
-            # after an agent has taken the conversation.
+            # The customer's row lock makes the rate limit's count and this write one step, over
+            # all their sockets; the conversation's orders this against a takeover: the bot never
+            # gets a reply queued after an agent has taken the conversation.
+            _lock_customer(conversation.customer_id)
+            _check_rate_limit(conversation.customer_id)
             locked = Conversation.objects.select_for_update().get(id=conversation.id)
             customer_message = Message.objects.create(
                 conversation=conversation, role=Message.Role.CUSTOMER, text=text, client_id=client_id
@@ -180,7 +207,11 @@ def reply_stop(*, message: Message) -> Message:
 
 @transaction.atomic
 def reply_retry(*, conversation: Conversation) -> Message:
-    """Ask again for the last bot reply, when it failed or was stopped."""
+    """Ask again for the last bot reply, when it failed or was stopped; it counts as a message
+    against ``CHAT_RATE_LIMIT_MESSAGES``. Locked as ``message_send`` is, so two sockets cannot
+    both retry one reply or both pass the limit."""
+    _lock_customer(conversation.customer_id)
+    conversation = _locked(conversation)
     if conversation.status != Conversation.Status.BOT:
         raise ChatError("not_with_bot", "The bot is not answering in this conversation.")
     last = conversation.messages.exclude(role=Message.Role.SYSTEM).order_by("-created_at", "-id").first()
@@ -194,6 +225,7 @@ def reply_retry(*, conversation: Conversation) -> Message:
         )
     ):
         raise ChatError("nothing_to_retry", "Only a failed or stopped last reply can be retried.")
+    _check_rate_limit(conversation.customer_id)
     return _reply_create(conversation)
 
 

@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from finetuning.models import ModelVersion
 
-from . import erasure, events, health, login_throttle, selectors, services, transcripts
+from . import erasure, events, health, limits, login_throttle, selectors, services, transcripts
 from .models import Conversation, Feedback, Message
 from .roles import agent_required
 from .services import ChatError
@@ -32,8 +32,19 @@ from .services import ChatError
 
 @ensure_csrf_cookie
 def chat_page(request: HttpRequest) -> HttpResponse:
-    """The customer's chat. The visit itself gives the browser a customer identity in its session."""
-    services.customer_from_session(request.session)
+    """The customer's chat. The visit itself gives the browser a customer identity in its session;
+    past ``CHAT_ADDRESS_CUSTOMERS`` new identities from one address a window, a page saying so
+    (429), and no row: a flood of cookie-less visits creates nothing."""
+    if services.customer_of_session(request.session) is None:
+        ip, address = limits.request_ip(request)
+        if not limits.customer_create_allowed(address=address):
+            return render(
+                request,
+                "chat_limited.html",
+                {"window_min": max(1, settings.CHAT_ADDRESS_CUSTOMERS_WINDOW_S // 60)},
+                status=429,
+            )
+        services.customer_create(session=request.session, address=str(ip) if ip else None)
     return render(
         request,
         "chat.html",

@@ -7,6 +7,11 @@
   const badge = $("connection"), notice = $("notice"), talkStatus = $("talk-status"), csat = $("csat");
   const REASONS = JSON.parse($("feedback-reasons").textContent);
   const OUTBOX_KEY = "chat.outbox";
+  const LIMITED_RETRY_MS = 30000;
+  const LIMITED = {
+    4409: "This chat is open in too many tabs or windows: close one of them, then reload the page.",
+    4429: "Too many connections from your network. Please wait a minute, then reload the page.",
+  };
   const ROLE_NAMES = { customer: "You", bot: "Assistant", agent: "Agent", system: "" };
 
   let socket = null, retryDelay = 500, conversation = null;
@@ -33,6 +38,13 @@
       updateControls();
       if (event.code === 4401) { setNotice("Your session has expired: reload the page."); return; }
       if (event.code === 4404) { conversation = null; setTimeout(connect, 0); return; } // gone: the latest open one
+      // Refused by a limit: say why (daphne drops the close reason, so the code's own words stand
+      // in), and try again only after the limit's window has had time to pass.
+      if (LIMITED[event.code]) {
+        setNotice(event.reason || LIMITED[event.code]);
+        setTimeout(connect, LIMITED_RETRY_MS);
+        return;
+      }
       setTimeout(connect, retryDelay);
       retryDelay = Math.min(retryDelay * 2, 10000);
     };

@@ -55,6 +55,21 @@ def _fresh_login_throttle(redis_client: redis.Redis) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_chat_limits(redis_client: redis.Redis) -> Iterator[None]:
+    """The chat's per-address and per-customer counts (conversations/limits.py) start from nothing
+    in each test: every test socket and page comes from one address, and would add up otherwise."""
+    from conversations.limits import keys_pattern
+
+    def forget() -> None:
+        for key in redis_client.scan_iter(keys_pattern()):
+            redis_client.delete(key)
+
+    forget()
+    yield
+    forget()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_channel_layer() -> Iterator[None]:
     """Each async test runs in an event loop of its own; a cached channel layer keeps locks bound
     to the previous one ("bound to a different event loop"). Cleared before and after each test."""

@@ -29,10 +29,10 @@ import pytest
 import redis
 
 from chatbot import local_redis
-from tests.e2e.live import database_url, free_port
+from tests.e2e.live import LOOPBACK_LIMITS, database_url, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "ALLOWED_HOSTS": "127.0.0.1,localhost"}
+ENV = {**os.environ, **LOOPBACK_LIMITS, "PYTHONUNBUFFERED": "1", "ALLOWED_HOSTS": "127.0.0.1,localhost"}
 ENV.pop("CELERY_BROKER_URL", None)  # the broker is the Redis on REDIS_URL
 NO_REDIS_SERVER = str(Path(sys.executable).parent)  # a PATH without redis-server on it
 HOW_TO_GET_REDIS = "apt-get install redis-server"

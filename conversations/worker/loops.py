@@ -29,8 +29,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from .. import dispatch, selectors
+from .. import dispatch, events, selectors, services
 from ..inference.types import QueueFull, TokenChunk
+from ..models import Message
 from . import replies
 from .replies import DATABASE_DOWN, EngineLike, Prepared, Reply, ReplyRefused
 
@@ -47,6 +48,14 @@ BUSY_NOTICE = {
     "type": "notice",
     "code": "busy",
     "detail": "Many customers are chatting right now: your answer will start in a moment.",
+}
+
+
+QUEUE_FULL_ERROR = "The assistant is too busy to answer right now. Please try again in a moment."
+QUEUE_FULL_NOTICE = {
+    "type": "notice",
+    "code": "queue_full",
+    "detail": "The assistant is too busy to answer right now: press Retry in a moment.",
 }
 
 
@@ -241,6 +250,9 @@ class InferenceWorker:
         if message_id in self.replies:  # queued again while this worker writes it: keep writing
             await self._ack(entry_id)
             return
+        if len(self.waiting) >= settings.INFERENCE_MAX_WAITING:
+            await self._refuse_busy(entry_id, message_id)
+            return
         try:
             prepared = await replies.reply_prepare(
                 message_id=message_id, entry_id=entry_id, engine=self.engine, consumer=self.consumer
@@ -268,6 +280,19 @@ class InferenceWorker:
             log.warning("could not announce reply %s: %s", message_id, error)
         self.waiting.append(prepared)
         self._submit_waiting()
+
+    async def _refuse_busy(self, entry_id: str, message_id: int) -> None:
+        """Past ``INFERENCE_MAX_WAITING`` a reply fails at once, before it is claimed, rather than
+        queue without end: the customer hears why and may retry."""
+        log.warning("reply %s refused: %d replies already wait for the engine", message_id, len(self.waiting))
+        message = await database_sync_to_async(services.reply_finish)(
+            message_id=message_id, text="", status=Message.Status.FAILED, token_count=0, error=QUEUE_FULL_ERROR
+        )
+        if message is not None:
+            done = events.done_event(message.id, "", message.status, message.error)
+            await replies.publish_quietly(str(message.conversation_id), done)
+            await replies.publish_quietly(str(message.conversation_id), QUEUE_FULL_NOTICE)
+        await self._ack(entry_id)
 
     def _submit_waiting(self) -> None:
         """Hand waiting requests to the engine in order; one whose adapter is loading waits for it

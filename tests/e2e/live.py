@@ -29,6 +29,18 @@ def database_url() -> str:
     return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
+# Every browser and client of a test run or a bench comes from 127.0.0.1: limits meant for one
+# address on the internet would throttle them all together.
+LOOPBACK_LIMITS = {
+    "CHAT_RATE_LIMIT_MESSAGES": "100000",
+    "CHAT_RATE_LIMIT_CONVERSATIONS": "100000",
+    "CHAT_ADDRESS_CUSTOMERS": "100000",
+    "CHAT_ADDRESS_SOCKETS": "100000",
+    "CHAT_ADDRESS_FRAMES": "100000",
+    "CHAT_SOCKETS_PER_CUSTOMER": "1000",
+}
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -52,7 +64,7 @@ class LiveSystem:
             "REDIS_KEY_PREFIX": prefix,
             "CHANNEL_PREFIX": prefix,
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "CHAT_RATE_LIMIT_MESSAGES": "1000",
+            **LOOPBACK_LIMITS,
             "GENERATION_MAX_NEW_TOKENS": os.environ.get("E2E_MAX_NEW_TOKENS", "96"),
             "GENERATION_TEMPERATURE": "0",  # greedy: what the model says is repeatable
             "INFERENCE_THREADS": os.environ.get("INFERENCE_THREADS", "2"),

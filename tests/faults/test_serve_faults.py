@@ -38,7 +38,6 @@ def serve_with(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Callabl
     def start(**env: str) -> Served:
         port = free_port()
         environment = {**ENV, "REDIS_URL": unused_redis_url(), "DATABASE_URL": database_url(), **env}
-        environment["CHAT_RATE_LIMIT_MESSAGES"] = "1000"
         command = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--fake-worker"]
         process = subprocess.Popen(
             command,
