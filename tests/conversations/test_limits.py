@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.test import Client, override_settings
 
 from conversations import services
+from conversations.events import REPLY_FAILED_TEXT
 from conversations.inference.fake import FakeEngine
 from conversations.models import Conversation, Customer, Message
 from conversations.services import ChatError
@@ -191,7 +192,9 @@ async def test_past_the_workers_waiting_bound_a_reply_fails_at_once_and_can_be_r
     await dave_socket.send_json_to({"type": "message", "text": "fourth"})  # past the bound
     dave_frames = await receive_until(dave_socket, "notice", timeout=10)  # the worker may beat the echo
     done = next(f for f in dave_frames if f["type"] == "done")
-    assert done["status"] == "failed" and "too busy" in done["error"]
+    assert done["status"] == "failed" and done["error"] == REPLY_FAILED_TEXT  # the notice says why
+    stored = await database_sync_to_async(Message.objects.get)(id=done["message_id"])
+    assert "too busy" in stored.error  # what agents see
     assert dave_frames[-1]["code"] == "queue_full" and dave_frames[-1]["detail"]
     assert (await receive_until(carol_socket, "done", timeout=30))[-1]["status"] == "complete"
     await dave_socket.send_json_to({"type": "retry"})
