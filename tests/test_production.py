@@ -10,8 +10,10 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client, override_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,3 +167,66 @@ def test_no_template_holds_inline_script_style_or_handlers() -> None:
 def test_the_ssl_redirect_spares_only_the_health_check(client: Client) -> None:
     assert client.get("/accounts/login/").status_code == 301
     assert client.get("/healthz").status_code in {200, 503}
+
+
+# Reports each violation the page sees; the console names them too ("... violates the following
+# Content Security Policy directive ...").
+WATCH_VIOLATIONS = """
+window.__violations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__violations.push(event.violatedDirective + " " + event.blockedURI);
+});
+"""
+
+
+def watched_page(context: Any, console: list[str]) -> Any:
+    context.add_init_script(WATCH_VIOLATIONS)
+    page = context.new_page()
+    page.on("console", lambda message: console.append(message.text))
+    return page
+
+
+def visit(page: Any, url: str) -> None:
+    response = page.goto(url)
+    assert response is not None and "script-src 'self'" in response.headers["content-security-policy"]
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_pages_work_in_chromium_under_the_policy_without_a_violation(
+    fake_system: Any, browser: Any, agent_user: Any, customer: Any
+) -> None:
+    from conversations.models import Conversation, Message
+    from finetuning import services
+    from finetuning.models import TrainingRun
+    from tests.e2e.browser import signed_in_context
+
+    User.objects.filter(id=agent_user.id).update(is_staff=True)
+    conversation = Conversation.objects.create(customer=customer)
+    Message.objects.create(conversation=conversation, role="customer", text="Where is my order?")
+    run = services.run_start(enqueue=False)
+    TrainingRun.objects.filter(id=run.id).update(status="running", step=3, total_steps=12, loss_history=[[3, 1.1]])
+    console: list[str] = []
+
+    chat = watched_page(browser.new_context(), console)
+    visit(chat, fake_system.url + "/")
+    chat.wait_for_selector("#connection.online")
+    chat.fill("#input", "Hello there")
+    chat.keyboard.press("Enter")
+    chat.wait_for_selector("li.msg.bot.complete", timeout=30_000)
+
+    staff = watched_page(signed_in_context(browser, fake_system, agent_user), console)
+    visit(staff, fake_system.url + "/agent/")
+    staff.wait_for_selector("#agent-connection.online")
+    staff.wait_for_selector(f"#rows tr[data-id='{conversation.id}']")
+    visit(staff, f"{fake_system.url}/agent/conversations/{conversation.id}/")
+    staff.wait_for_selector("#agent-connection.online")
+    visit(staff, fake_system.url + "/training/")
+    visit(staff, f"{fake_system.url}/training/runs/{run.id}/")
+    staff.wait_for_selector("body[data-live='socket']")
+    assert staff.text_content("#numbers").startswith("step 3 of 12")
+    assert staff.eval_on_selector("#bar", "bar => bar.style.width") == "25%"
+    assert staff.eval_on_selector(".ft", "main => getComputedStyle(main).maxWidth") == "1100px"
+
+    violations = chat.evaluate("window.__violations") + staff.evaluate("window.__violations")
+    assert violations == [] and [text for text in console if "Content Security Policy" in text] == []
