@@ -96,6 +96,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await handler(self, frame)
         except ChatError as error:
             await self.send_json({"type": "error", "code": error.code, "detail": error.detail})
+        except Conversation.DoesNotExist:  # erased under this socket: the page reconnects to a fresh one
+            await self.close(code=CLOSE_NOT_FOUND)
 
     async def conversation_event(self, event: dict[str, Any]) -> None:
         frame = events.for_customer(event["payload"])

@@ -275,3 +275,22 @@ def test_the_celery_sweeper_redacts_at_most_once_an_interval(transactional_db: A
     sweeper.retention_due = 0.0  # an hour later
     sweeper.sweep()
     assert not any("ann@example.com" in text for text in stored_text(second))
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_chat_open_while_its_customer_is_erased_is_closed_so_the_page_starts_afresh(
+    customer: Customer,
+) -> None:
+    from channels.db import database_sync_to_async
+
+    from .helpers import chat_socket
+
+    socket = await chat_socket(customer)
+    connected, _ = await socket.connect()
+    assert connected
+    await socket.receive_json_from()  # history
+    await database_sync_to_async(run)("erase_customer", str(customer.id))
+    await socket.send_json_to({"type": "message", "text": "still there?"})
+    closed = await socket.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4404}
+    assert not await database_sync_to_async(Message.objects.filter(text="still there?").exists)()
