@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,13 @@ from conversations import dispatch, health
 from conversations.consumers import history_frame
 from conversations.models import Conversation
 from tests.e2e.live import free_port
+
+
+@pytest.fixture(autouse=True)
+def _a_prefix_of_its_own(settings: Any) -> None:
+    """The session's live systems keep a worker beating under the test run's prefix: these tests
+    need a Redis where no worker is, unless they put one there."""
+    settings.REDIS_KEY_PREFIX = f"health-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
