@@ -85,15 +85,16 @@ def _key(*parts: str) -> str:
 
 
 @contextmanager
-def _redis_down_tolerated(what: str) -> Iterator[None]:
+def redis_down_tolerated(what: str, *, limiter: str = "chat limits") -> Iterator[None]:
+    """Limits fail open: while Redis is down, nobody is limited (chat, sign-in), and the log says so."""
     try:
         yield
     except (redis.RedisError, OSError):
-        log.warning("chat limits could not %s: Redis did not answer; not limiting", what, exc_info=True)
+        log.warning("%s could not %s: Redis did not answer; not limiting", limiter, what, exc_info=True)
 
 
 def _tolerant(what: str, default: T, call: Callable[[], T]) -> T:
-    with _redis_down_tolerated(what):
+    with redis_down_tolerated(what):
         return call()
     return default
 

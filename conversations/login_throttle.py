@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from django.conf import settings
@@ -23,7 +22,6 @@ from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.cache import BaseCache, caches
 from django.dispatch import receiver
 from django.http import HttpRequest
-from redis import RedisError
 
 from . import limits
 
@@ -78,13 +76,9 @@ def record_success(request: HttpRequest | None, username: str) -> None:
         counts().delete(_keys(request, username)[1])
 
 
-@contextmanager
-def _redis_down_tolerated(what: str) -> Iterator[None]:
+def _redis_down_tolerated(what: str) -> AbstractContextManager[None]:
     """Sign-in keeps working while Redis is down, unthrottled, and the log says so."""
-    try:
-        yield
-    except RedisError:
-        log.warning("login throttle could not %s: Redis did not answer", what, exc_info=True)
+    return limits.redis_down_tolerated(what, limiter="login throttle")
 
 
 class ThrottledModelBackend(ModelBackend):
