@@ -54,12 +54,13 @@ def entry_message_id(fields: Mapping[str, str]) -> int | None:
 
 
 @functools.cache
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+def _client(url: str, timeout_s: float) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
 
 
-def client() -> redis.Redis:
-    return _client(settings.REDIS_URL)
+def client(*, timeout_s: float = 5.0) -> redis.Redis:
+    """The web side's Redis client; checks that must answer fast (health, limits) ask a shorter timeout."""
+    return _client(settings.REDIS_URL, timeout_s)
 
 
 def generation_request(*, message_id: int) -> None:

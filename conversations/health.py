@@ -10,7 +10,6 @@ answer "down", never a hung request.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from typing import Any, Literal
@@ -39,13 +38,8 @@ WORKER_RESTARTING_NOTICE = {
 }
 
 
-@functools.cache
-def _quick_client(url: str, timeout: float) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=timeout, socket_timeout=timeout)
-
-
 def _redis() -> redis.Redis:
-    return _quick_client(settings.REDIS_URL, settings.HEALTH_CHECK_TIMEOUT_S)
+    return dispatch.client(timeout_s=settings.HEALTH_CHECK_TIMEOUT_S)
 
 
 def _why(error: BaseException) -> str:

@@ -16,7 +16,6 @@ through freely.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
 import time
@@ -26,6 +25,8 @@ from typing import Any, TypeVar
 
 import redis
 from django.conf import settings
+
+from . import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,8 @@ def scope_ip(scope: dict[str, Any]) -> tuple[IPAddress | None, str]:
     return client_ip(str(client[0] or ""), headers.get(b"x-forwarded-for", b"").decode("latin-1"))
 
 
-@functools.cache
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=1, socket_timeout=1)
-
-
 def _redis() -> redis.Redis:
-    return _client(settings.REDIS_URL)
+    return dispatch.client(timeout_s=1.0)
 
 
 def _key(*parts: str) -> str:
