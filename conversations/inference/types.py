@@ -5,8 +5,11 @@ Plain dataclasses, no torch: the web process, the worker and the engine all impo
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 FinishReason = Literal["stop", "length", "cancelled", "timeout", "error"]
 
@@ -48,3 +51,41 @@ class TokenChunk:
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+
+Emit = Callable[[list[TokenChunk]], None]
+"""Called by an engine's decode loop with the chunks of one step (from the engine's thread)."""
+
+
+class Tokenizer(Protocol):
+    """What the worker and the prompt builder need of a tokenizer (transformers', the fake's)."""
+
+    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
+
+    def apply_chat_template(self, conversation: Sequence[Mapping[str, str]], **kwargs: Any) -> Any: ...
+
+
+class Engine(Protocol):
+    """One generation backend: the built-in engine, the scripted fake, the vLLM client.
+
+    ``run`` is the decode loop, called once on a thread of its own; it calls ``emit`` with each
+    step's chunks until ``stop`` is set. ``submit`` and ``cancel`` may be called from any thread.
+    """
+
+    model_name: str
+    max_positions: int  # the model's context in tokens: prompt plus reply
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
+
+    def submit(self, request: GenerationRequest) -> None: ...
+
+    def cancel(self, request_id: str) -> None: ...
+
+    def run(self, emit: Emit, stop: threading.Event) -> None: ...
+
+    def load_adapter(self, name: str, path: Path | str) -> None: ...
+
+    def unload_adapter(self, name: str) -> None: ...
+
+    def metrics(self) -> Mapping[str, float | int | str]: ...
