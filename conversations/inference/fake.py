@@ -45,6 +45,7 @@ class _Running:
 
 class FakeEngine:
     model_name = "fake-engine"
+    max_positions = 8192  # no model behind it: a context as large as the prompt settings allow
 
     def __init__(
         self,

@@ -30,10 +30,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from .. import dispatch, events, selectors, services
-from ..inference.types import QueueFull, TokenChunk
+from ..inference.types import Engine, QueueFull, TokenChunk
 from ..models import Message
 from . import replies
-from .replies import DATABASE_DOWN, EngineLike, Prepared, Reply, ReplyRefused
+from .replies import DATABASE_DOWN, Prepared, Reply, ReplyRefused
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class LoopHealth:
 
 @dataclass
 class InferenceWorker:
-    engine: EngineLike
+    engine: Engine
     consumer: str = field(default_factory=default_consumer)
     flush_ms: int = 80
     stop_event: threading.Event = field(default_factory=threading.Event)

@@ -8,10 +8,9 @@ published once Redis is back (a browser that reconnects meanwhile gets it from h
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -19,7 +18,7 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from .. import events, prompts, selectors, services
-from ..inference.types import GenerationRequest, TokenChunk
+from ..inference.types import Engine, GenerationRequest, TokenChunk
 from ..models import Message
 
 log = logging.getLogger(__name__)
@@ -34,17 +33,6 @@ FINISH_STATUS = {
 
 # The database is down or was restarted: the reply is retried, not failed.
 DATABASE_DOWN = (OperationalError, InterfaceError)
-
-
-class EngineLike(Protocol):
-    tokenizer: Any
-    model_name: str
-
-    def submit(self, request: GenerationRequest) -> None: ...
-    def cancel(self, request_id: str) -> None: ...
-    def run(self, emit: Any, stop: threading.Event) -> None: ...
-    def load_adapter(self, name: str, path: Any) -> None: ...
-    def metrics(self) -> dict[str, Any]: ...
 
 
 class ReplyRefused(Exception):
@@ -82,7 +70,7 @@ def unservable_error(version: str) -> str:
     return f"The assistant's version {version} cannot answer right now. Please try again in a moment."
 
 
-def prepare(*, message_id: int, entry_id: str, engine: EngineLike, consumer: str) -> Prepared | None:
+def prepare(*, message_id: int, entry_id: str, engine: Engine, consumer: str) -> Prepared | None:
     """Claim the reply in the database and build its generation request (runs in a thread)."""
     message = services.reply_claim(message_id=message_id, consumer=consumer)
     if message is None:
@@ -101,7 +89,7 @@ def prepare(*, message_id: int, entry_id: str, engine: EngineLike, consumer: str
                 message,
                 engine.tokenizer,
                 max_new_tokens=sampling.max_new_tokens,
-                max_positions=getattr(engine, "max_positions", None),
+                max_positions=engine.max_positions,
             )
         ),
         sampling=sampling,
