@@ -231,6 +231,19 @@ DEFAULT_SYSTEM_PROMPT = env_str(
     "If you do not know something, say so and offer to connect the customer with a person.",
 )
 
+# The learning loop (docs/learning-loop.md), read through finetuning/conf.py; the defaults suit the
+# default model on a few CPU cores.
+FINETUNING_CACHE_DIR = env_str("FINETUNING_CACHE_DIR", str(BASE_DIR / ".cache" / "finetuning"))
+FINETUNING_CHECKPOINTS_DIR = env_str("FINETUNING_CHECKPOINTS_DIR", str(BASE_DIR / "var" / "checkpoints"))
+FINETUNING_LEASE_S = env_int("FINETUNING_LEASE_S", 120)
+FINETUNING_SWEEP_S = env_float("FINETUNING_SWEEP_S", 30.0)
+FINETUNING_RETENTION_EVERY_S = env_float("FINETUNING_RETENTION_EVERY_S", 3600.0)
+FINETUNING_THREADS = env_int("FINETUNING_THREADS", 0)  # 0: half the cores, at least one
+FINETUNING_CPU_PRIORITY = env_str("FINETUNING_CPU_PRIORITY", "idle")  # idle | nice | normal
+FINETUNING_GENERAL_EXAMPLES = env_int("FINETUNING_GENERAL_EXAMPLES", 40)
+FINETUNING_EVAL_MAX_NEW_TOKENS = env_int("FINETUNING_EVAL_MAX_NEW_TOKENS", 32)
+FINETUNING_EVAL_MAX_REPLAYS = env_int("FINETUNING_EVAL_MAX_REPLAYS", 24)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
