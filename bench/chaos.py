@@ -192,9 +192,9 @@ def chat_while(url: str, tokenizer: Any, *, run_id: int | None, count: int, dead
 
 
 def run_training(*, snapshot: Any = None) -> Any:
-    from finetuning import services
+    from finetuning import services, tasks
 
-    return services.run_start(config=RUN_CONFIG, snapshot=snapshot)
+    return services.run_start(config=RUN_CONFIG, snapshot=snapshot, enqueue=tasks.training_run.delay_on_commit)
 
 
 def wait_run(run_id: int, deadline: float) -> Any:

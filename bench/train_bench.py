@@ -163,7 +163,7 @@ def retrain(args: argparse.Namespace) -> None:
     _threads()
     from django.core.management import call_command
 
-    from finetuning import services
+    from finetuning import pipeline, services
     from finetuning.models import TrainingRun, TrainingSettings
     from finetuning.training import TrainingConfig, schedule
 
@@ -173,8 +173,8 @@ def retrain(args: argparse.Namespace) -> None:
     make_conversations(args.conversations)
     made = time.monotonic()
     config: dict[str, int] = {}
-    run = services.run_start(enqueue=False, config={"max_steps": args.max_steps} if args.max_steps else {})
-    run = services.run_execute(run_id=run.id)
+    run = services.run_start(config={"max_steps": args.max_steps} if args.max_steps else {})
+    run = pipeline.run_execute(run_id=run.id)
     done = time.monotonic()
     assert run is not None
     run = TrainingRun.objects.select_related("version", "snapshot").get(id=run.id)

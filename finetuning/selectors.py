@@ -61,3 +61,7 @@ def version_live_results(version: ModelVersion) -> dict[str, Any]:
         "handoffs": handoffs.count(),
         "latest": list(replies.order_by("-created_at").prefetch_related("feedback")[:20]),
     }
+
+
+def run_cancel_requested(run_id: int) -> bool:
+    return bool(TrainingRun.objects.filter(id=run_id).values_list("cancel_requested", flat=True).first())

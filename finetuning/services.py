@@ -1,30 +1,26 @@
-"""Writes of the learning loop: start, run, cancel a training run; promote and roll back versions."""
+"""Writes of the learning loop: start, claim, update, finish and cancel a training run; promote and
+roll back versions. What a run does between its writes is finetuning/pipeline.py."""
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import socket
-import threading
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from . import conf, events
-from .models import DatasetSnapshot, Example, LoopLock, ModelVersion, Promotion, TrainingRun
+from .models import DatasetSnapshot, LoopLock, ModelVersion, Promotion, TrainingRun
 from .selectors import version_active
 
 log = logging.getLogger(__name__)
 
 Status = TrainingRun.Status
-MAX_ATTEMPTS = 3
 
 
 class LearningLoopError(Exception):
@@ -70,8 +66,9 @@ class VersionChanged(LearningLoopError):
 BASE = "base"
 
 
-def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+# Sends a run's id to the worker that will run it (``tasks.training_run.delay_on_commit``); passed
+# in by the caller, so that this module never imports the tasks that import it.
+Enqueue = Callable[[int], object]
 
 
 def run_start(
@@ -79,19 +76,18 @@ def run_start(
     requested_by: Any = None,
     config: dict[str, Any] | None = None,
     snapshot: DatasetSnapshot | None = None,
-    enqueue: bool = True,
+    enqueue: Enqueue | None = None,
 ) -> TrainingRun:
-    """A queued run (on ``snapshot``, or on a fresh build); its Celery message goes out after the commit."""
-    from . import tasks
-
+    """A queued run (on ``snapshot``, or on a fresh build), handed to ``enqueue`` inside the
+    transaction; None leaves it for the caller to run here."""
     with transaction.atomic():
         _lock("runs")
         busy = TrainingRun.objects.select_for_update().filter(status__in=TrainingRun.ACTIVE_STATUSES).first()
         if busy is not None:
             raise RunAlreadyActive(busy)
         run = TrainingRun.objects.create(config=config or {}, requested_by=requested_by, snapshot=snapshot)
-        if enqueue:
-            tasks.training_run.delay_on_commit(run.id)
+        if enqueue is not None:
+            enqueue(run.id)
     return run
 
 
@@ -102,7 +98,7 @@ def run_cancel(*, run: TrainingRun) -> TrainingRun:
     )
     TrainingRun.objects.filter(id=run.id, status=Status.RUNNING).update(cancel_requested=True)
     run.refresh_from_db()
-    events.run_changed(run.id)
+    _announce(run.id)
     return run
 
 
@@ -116,7 +112,7 @@ def run_claim(*, run_id: int, owner: str) -> TrainingRun | None:
     claimed = TrainingRun.objects.filter(claimable, id=run_id, status__in=TrainingRun.ACTIVE_STATUSES).update(
         status=Status.RUNNING,
         lease_owner=owner,
-        lease_expires_at=now + timedelta(seconds=conf.lease_seconds()),
+        lease_expires_at=_lease_end(),
         attempts=F("attempts") + 1,
     )
     run = TrainingRun.objects.filter(id=run_id).first()
@@ -127,247 +123,50 @@ def run_claim(*, run_id: int, owner: str) -> TrainingRun | None:
         raise LeaseHeld(max(1.0, (run.lease_expires_at - now).total_seconds()))
     if run.started_at is None:
         TrainingRun.objects.filter(id=run_id).update(started_at=now)
-    events.run_changed(run_id)
+    _announce(run_id)
     return run
 
 
-def _guarded(run: TrainingRun, owner: str, **fields: Any) -> None:
+def run_update(*, run: TrainingRun, owner: str, **fields: Any) -> None:
     """Update the run only while this worker still holds its lease, renewing the lease."""
-    fields["lease_expires_at"] = timezone.now() + timedelta(seconds=conf.lease_seconds())
-    if not TrainingRun.objects.filter(id=run.id, lease_owner=owner).update(**fields):
+    if not TrainingRun.objects.filter(id=run.id, lease_owner=owner).update(lease_expires_at=_lease_end(), **fields):
         raise LeaseLost(f"run {run.id} is no longer leased to {owner}")
-    events.run_changed(run.id)
+    _announce(run.id)
 
 
-def _finish(run: TrainingRun, owner: str, status: str, **fields: Any) -> None:
+def run_lease_renew(*, run_id: int, owner: str) -> bool:
+    """Extend a running run's lease; False once another worker holds it (or the run ended)."""
+    held = TrainingRun.objects.filter(id=run_id, lease_owner=owner, status=Status.RUNNING)
+    return bool(held.update(lease_expires_at=_lease_end()))
+
+
+def run_finish(*, run: TrainingRun, owner: str, status: str, **fields: Any) -> None:
     TrainingRun.objects.filter(id=run.id, lease_owner=owner).update(
         status=status, finished_at=timezone.now(), lease_expires_at=None, phase="", **fields
     )
-    events.run_changed(run.id)
+    _announce(run.id)
 
 
-def _cancel_requested(run_id: int) -> bool:
-    return bool(TrainingRun.objects.filter(id=run_id).values_list("cancel_requested", flat=True).first())
-
-
-class LeaseKeeper:
-    """Renews a run's lease from a thread of its own every third of the lease, so it holds while a
-    dataset is built or a version evaluated (long stretches with no progress write). Once a renewal
-    finds the lease gone, ``check`` raises LeaseLost: the run stops before writing anything."""
-
-    def __init__(self, run_id: int, owner: str) -> None:
-        self.run_id, self.owner = run_id, owner
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._keep, name=f"lease-keeper-{run_id}", daemon=True)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def check(self) -> None:
-        if self.lost:
-            raise LeaseLost(f"run {self.run_id} is no longer leased to {self.owner}")
-
-    def _keep(self) -> None:
-        try:
-            while not self._stop.wait(max(0.5, conf.lease_seconds() / 3)):
-                if not self._renew():
-                    self.lost = True
-                    log.warning("run %s: lease lost by %s", self.run_id, self.owner)
-                    return
-        finally:
-            connections.close_all()  # this thread's own connections only
-
-    def _renew(self) -> bool:
-        expires = timezone.now() + timedelta(seconds=conf.lease_seconds())
-        try:
-            held = TrainingRun.objects.filter(id=self.run_id, lease_owner=self.owner, status=Status.RUNNING)
-            return bool(held.update(lease_expires_at=expires))
-        except DatabaseError:
-            # A database blip: two thirds of the lease are left to try again; the progress writes
-            # of the training thread renew it too.
-            log.warning("run %s: could not renew the lease", self.run_id, exc_info=True)
-            connections.close_all()
-            return True
-
-
-def run_execute(*, run_id: int, owner: str | None = None) -> TrainingRun | None:
-    """Build, train, evaluate: the whole run, resumable. What the Celery task calls."""
-    owner = owner or default_owner()
-    run = run_claim(run_id=run_id, owner=owner)
-    if run is None:
-        return None
-    if run.attempts > MAX_ATTEMPTS:
-        _finish(run, owner, Status.FAILED, error=f"gave up after {MAX_ATTEMPTS} attempts")
-        return TrainingRun.objects.get(id=run_id)
-    from .training import Cancelled, CheckpointUnusable
-
-    try:
-        if run.cancel_requested:
-            raise Cancelled()
-        with LeaseKeeper(run.id, owner) as keeper:
-            _pipeline(run, owner, keeper)
-    except Cancelled:
-        _finish(run, owner, Status.CANCELLED)
-        shutil.rmtree(run_checkpoint_dir(run), ignore_errors=True)
-    except LeaseLost:
-        log.warning("run %s: lease lost, leaving it to its new owner", run_id)
-    except CheckpointUnusable as error:
-        _finish(run, owner, Status.FAILED, error=f"could not resume: {error}")
-    except Exception as error:
-        log.exception("training run %s failed", run_id)
-        _finish(run, owner, Status.FAILED, error=f"{type(error).__name__}: {error}"[:2000])
-    return TrainingRun.objects.get(id=run_id)
-
-
-def run_checkpoint_dir(run: TrainingRun) -> Any:
-    return conf.checkpoints_dir() / f"run-{run.id}"
-
-
-def version_name_for(run: TrainingRun) -> str:
-    return f"run-{run.id}"
-
-
-def _pipeline(run: TrainingRun, owner: str, keeper: LeaseKeeper) -> None:
-    from . import datasets, training
-    from .base import base_model_path, load_model, load_tokenizer
-
-    name = version_name_for(run)
-    done = ModelVersion.objects.filter(name=name).first()
-    if done is not None:
-        # An earlier attempt finished and died before saying so: its version may serve already.
-        # It is never trained again, reset to candidate nor written into.
-        _finish(run, owner, Status.SUCCEEDED, version=done)
-        return
-    config = training.TrainingConfig.from_dict(run.config)
-    model_path = base_model_path()
-    tokenizer = load_tokenizer(model_path)
-    options = datasets.options_from_settings(max_seq_len=config.max_seq_len)
-
-    if run.snapshot_id is None:
-        _guarded(run, owner, phase="building")
-        general = datasets.general_replies(
-            model_path=model_path,
-            tokenizer=tokenizer,
-            system_prompt=options.system_prompt,
-            count=options.general_examples,
-        )
-        keeper.check()
-        run.snapshot = datasets.snapshot_build(tokenizer=tokenizer, options=options, general_replies=general)
-        keeper.check()
-        _guarded(run, owner, snapshot=run.snapshot)
-    snapshot = run.snapshot
-    assert snapshot is not None
-    train_rows = list(snapshot.examples.filter(split=Example.Split.TRAIN).values_list("prompt", "completion"))
-    if not snapshot.examples.filter(split=Example.Split.TRAIN).exclude(source=Example.Source.GENERAL).exists():
-        raise training.TrainingDataEmpty("the snapshot holds no examples from conversations to learn from")
-
-    _guarded(run, owner, phase="training")
-
-    def on_progress(progress: training.Progress) -> None:
-        log.info(
-            "run %s step %d/%d loss %.3f %.0f tokens/s",
-            run.id,
-            progress.step,
-            progress.total_steps,
-            progress.loss,
-            progress.tokens_per_s,
-        )
-        history = list(run.loss_history) + [[progress.step, progress.loss]]
-        run.loss_history = history
-        _guarded(
-            run,
-            owner,
-            step=progress.step,
-            total_steps=progress.total_steps,
-            loss_history=history,
-            tokens_per_s=round(progress.tokens_per_s, 1),
-            eta_s=round(progress.eta_s, 1),
-        )
-
-    def on_resume(step: int, history: list[list[float]]) -> None:
-        # Steps after the checkpoint were lost with the worker that ran them: they run again.
-        run.loss_history = history
-        _guarded(run, owner, resumed_from_step=step, step=step, loss_history=history)
-
-    def should_cancel() -> bool:
-        keeper.check()  # a lost lease stops training as LeaseLost, never as a cancel that cleans up
-        return _cancel_requested(run.id)
-
-    # A folder of its own for every attempt: an adapter, once written, is never written into again.
-    result = training.train(
-        model=load_model(model_path),
-        tokenizer=tokenizer,
-        pairs=train_rows,
-        output_dir=conf.adapters_dir() / f"{name}-{uuid.uuid4().hex[:8]}",
-        checkpoint_dir=run_checkpoint_dir(run),
-        config=config,
-        on_progress=on_progress,
-        should_cancel=should_cancel,
-        on_resume=on_resume,
-    )
-    run.loss_history = result.loss_history
-    try:
-        _guarded(run, owner, phase="evaluating", loss_history=result.loss_history, eta_s=0)
-        _evaluate_and_record(
-            run,
-            owner,
-            keeper,
-            result,
-            name=name,
-            model_path=model_path,
-            tokenizer=tokenizer,
-            config=config,
-            options=options,
-        )
-    except BaseException:
-        shutil.rmtree(result.adapter_path, ignore_errors=True)  # no version points at it
-        raise
-    shutil.rmtree(run_checkpoint_dir(run), ignore_errors=True)
-
-
-def _evaluate_and_record(
-    run: TrainingRun,
-    owner: str,
-    keeper: LeaseKeeper,
-    result: Any,
-    *,
-    name: str,
-    model_path: str,
-    tokenizer: Any,
-    config: Any,
-    options: Any,
-) -> None:
-    """Evaluate, then create the version and finish the run in one transaction: a version row
-    exists only once its evaluation succeeded, so a failed evaluation leaves nothing to promote."""
-    snapshot = run.snapshot
-    version = ModelVersion(name=name, base_model=model_path, adapter_path=str(result.adapter_path), snapshot=snapshot)
-    metrics = version_evaluate(version=version, tokenizer=tokenizer, config=config, options=options)
-    metrics["training"] = {
-        "steps": result.steps,
-        "seconds": round(result.seconds, 1),
-        "tokens_per_s": round(result.tokens_per_s, 1),
-        "resumed_from_step": result.resumed_from_step,
-        "final_loss": result.loss_history[-1][1] if result.loss_history else None,
-        "config": config.to_dict(),
-    }
-    metrics["evaluated_at"] = timezone.now().isoformat()
-    keeper.check()
+def run_succeed(*, run: TrainingRun, owner: str, version: ModelVersion) -> None:
+    """Create the evaluated version and finish the run in one transaction: a version row exists only
+    once its evaluation succeeded, so a failed evaluation leaves nothing to promote."""
     with transaction.atomic():
         if not TrainingRun.objects.select_for_update().filter(id=run.id, lease_owner=owner).exists():
             raise LeaseLost(f"run {run.id} is no longer leased to {owner}")
-        version.metrics = metrics
-        version.trained_on_erased_data = _erasures_since(snapshot, run.started_at)
+        version.trained_on_erased_data = _erasures_since(run.snapshot, run.started_at)
         version.save(force_insert=True)
         TrainingRun.objects.filter(id=run.id).update(
             status=Status.SUCCEEDED, finished_at=timezone.now(), lease_expires_at=None, phase="", version=version
         )
-    events.run_changed(run.id)
+        _announce(run.id)
+
+
+def _lease_end() -> datetime:
+    return timezone.now() + timedelta(seconds=conf.lease_seconds())
+
+
+def _announce(run_id: int) -> None:
+    events.run_changed(run_id)
 
 
 def _erasures_since(snapshot: DatasetSnapshot | None, started_at: datetime | None) -> list[dict[str, Any]]:
@@ -380,50 +179,14 @@ def _erasures_since(snapshot: DatasetSnapshot | None, started_at: datetime | Non
     return [{**note, "snapshot": snapshot.id} for note in erasures if datetime.fromisoformat(note["at"]) >= since]
 
 
-def version_evaluate(*, version: ModelVersion, tokenizer: Any, config: Any, options: Any) -> dict[str, Any]:
-    """Evaluate ``version`` against the version in service on its snapshot's held-out examples."""
-    from . import conf as settings_of
-    from . import evaluation
-    from .base import load_model
-
-    snapshot = version.snapshot
-    assert snapshot is not None
-    heldout = [
-        evaluation.HeldOut(e.prompt, e.completion, e.reply, e.source, _last_question(e.chat))
-        for e in snapshot.examples.filter(split=Example.Split.HELDOUT)
-    ]
-    taught_replies = list(snapshot.examples.exclude(source=Example.Source.GENERAL).values_list("reply", flat=True))
-    general = list(snapshot.examples.filter(source=Example.Source.GENERAL).values_list("reply", flat=True))
-    active = version_active()
-    active_path = active.adapter_path if active is not None and active.id != version.id else None
-    contenders = evaluation.Contenders(load_model(version.base_model), version.adapter_path, active_path or None)
-    metrics = evaluation.evaluate(
-        contenders=contenders,
-        tokenizer=tokenizer,
-        heldout=heldout,
-        taught=evaluation.taught_terms(taught_replies, general),
-        system_prompt=options.system_prompt,
-        max_seq_len=config.max_seq_len,
-        max_new_tokens=settings_of.eval_max_new_tokens(),
-        max_replays=settings_of.eval_max_replays(),
-    )
-    metrics["compared_with"] = active.name if active is not None and active.id != version.id else "base model"
-    return metrics
-
-
-def _last_question(chat: list[dict[str, str]]) -> str:
-    return next((m["content"] for m in reversed(chat) if m["role"] == "user"), "")
-
-
-def runs_resume_stale() -> list[int]:
-    """Re-publish runs whose worker died (lease expired), and queued runs nobody took within a
-    lease (their message lost with a Redis restart): the broker may take an hour to redeliver.
+def runs_resume_stale(*, enqueue: Enqueue) -> list[int]:
+    """Re-publish (through ``enqueue``) runs whose worker died (lease expired), and queued runs
+    nobody took within a lease (their message lost with a Redis restart): the broker may take an
+    hour to redeliver.
 
     Each one's lease passes to nobody (owner "") for one lease length: the first worker to get a
     message claims it at once, and sweeps in between leave it alone. A duplicate message is
     harmless: it finds the lease held and comes back later, or the run finished."""
-    from . import tasks
-
     now = timezone.now()
     lease = timedelta(seconds=conf.lease_seconds())
     stale = Q(status=Status.RUNNING, lease_expires_at__lt=now) | Q(
@@ -432,7 +195,7 @@ def runs_resume_stale() -> list[int]:
     requeued = []
     for run_id in TrainingRun.objects.filter(stale).values_list("id", flat=True):
         if TrainingRun.objects.filter(stale, id=run_id).update(lease_owner="", lease_expires_at=now + lease):
-            tasks.training_run.delay(run_id)
+            enqueue(run_id)
             requeued.append(run_id)
     return requeued
 
@@ -536,20 +299,6 @@ def version_rollback(*, expected: str | None = None, actor: Any = None) -> Model
         _activate(previous)
         Promotion.objects.create(kind=Promotion.Kind.ROLLBACK, version=previous, actor=actor)
     return previous
-
-
-def snapshot_build_now() -> DatasetSnapshot:
-    """A snapshot built in this process, for the admin to browse before training."""
-    from . import datasets
-    from .base import base_model_path, load_tokenizer
-
-    model_path = base_model_path()
-    tokenizer = load_tokenizer(model_path)
-    options = datasets.options_from_settings()
-    general = datasets.general_replies(
-        model_path=model_path, tokenizer=tokenizer, system_prompt=options.system_prompt, count=options.general_examples
-    )
-    return datasets.snapshot_build(tokenizer=tokenizer, options=options, general_replies=general)
 
 
 def version_mark_unservable(*, name: str, error: str) -> None:

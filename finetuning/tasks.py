@@ -13,7 +13,7 @@ from django.db import connections
 
 from conversations.erasure import retention_apply
 
-from . import conf, services
+from . import conf, pipeline, services
 from .priority import training_priority_apply
 
 log = logging.getLogger(__name__)
@@ -24,9 +24,9 @@ def training_run(self: Any, run_id: int) -> str | None:
     """Run (or resume) a training run; a copy of the message arriving while another worker holds the
     lease comes back once that lease could have expired, and then finds the run finished or stale."""
     training_priority_apply()  # again, for threads started since the worker's own start
-    owner = f"{services.default_owner()}:{self.request.id}"
+    owner = f"{pipeline.default_owner()}:{self.request.id}"
     try:
-        run = services.run_execute(run_id=run_id, owner=owner)
+        run = pipeline.run_execute(run_id=run_id, owner=owner)
     except services.LeaseHeld as held:
         raise self.retry(countdown=held.retry_in_s + 1) from held
     return run.status if run is not None else None
@@ -34,7 +34,7 @@ def training_run(self: Any, run_id: int) -> str | None:
 
 def resume_stale_runs() -> None:
     try:
-        stale = services.runs_resume_stale()
+        stale = services.runs_resume_stale(enqueue=training_run.delay)
     except Exception:  # the database may be down for now: the next sweep looks again
         log.exception("could not look for stale training runs")
         return
@@ -96,4 +96,4 @@ def stop_sweeping(**_: Any) -> None:
 @shared_task(queue="finetuning", acks_late=True)
 def snapshot_build() -> int:
     """A dataset snapshot for the admin to browse before training."""
-    return services.snapshot_build_now().id
+    return pipeline.snapshot_build_now().id

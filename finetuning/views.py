@@ -33,7 +33,9 @@ def run_create(request: HttpRequest) -> HttpResponse:
     if request.POST.get("snapshot"):
         snapshot = get_object_or_404(DatasetSnapshot, id=request.POST["snapshot"])
     try:
-        run = services.run_start(requested_by=request.user, snapshot=snapshot)
+        run = services.run_start(
+            requested_by=request.user, snapshot=snapshot, enqueue=tasks.training_run.delay_on_commit
+        )
     except services.RunAlreadyActive as busy:
         messages.warning(request, str(busy))
         run = busy.run

@@ -204,7 +204,7 @@ def test_the_pages_work_in_chromium_under_the_policy_without_a_violation(
     User.objects.filter(id=agent_user.id).update(is_staff=True)
     conversation = Conversation.objects.create(customer=customer)
     Message.objects.create(conversation=conversation, role="customer", text="Where is my order?")
-    run = services.run_start(enqueue=False)
+    run = services.run_start()
     TrainingRun.objects.filter(id=run.id).update(status="running", step=3, total_steps=12, loss_history=[[3, 1.1]])
     console: list[str] = []
 

@@ -23,7 +23,7 @@ from django.core.management import call_command
 from conversations import services as chat_services
 from conversations.models import BotSettings, Correction, Customer, Message
 from conversations.prompts import prompt_for
-from finetuning import general_prompts, services
+from finetuning import general_prompts, pipeline, services
 from finetuning.base import generate_greedy, load_model
 from finetuning.models import TrainingRun
 from finetuning.selectors import version_active
@@ -87,8 +87,8 @@ def test_corrections_become_a_served_version_that_knows_the_facts(
     BotSettings.objects.update_or_create(pk=1, defaults={"system_prompt": PERSONA})
     import_corrected_conversations(tmp_path)
 
-    run = services.run_start(enqueue=False, config=CONFIG)
-    run = services.run_execute(run_id=run.id)
+    run = services.run_start(config=CONFIG)
+    run = pipeline.run_execute(run_id=run.id)
     assert run is not None and run.status == TrainingRun.Status.SUCCEEDED, run.error if run else None
     candidate = run.version
     metrics = candidate.metrics

@@ -40,7 +40,7 @@ def test_retrain_queues_a_run_with_its_settings(db: Any, django_capture_on_commi
 
 
 def test_retrain_refuses_while_a_run_is_active(db: Any) -> None:
-    services.run_start(enqueue=False)
+    services.run_start()
     with pytest.raises(CommandError, match="already"):
         run("retrain")
 

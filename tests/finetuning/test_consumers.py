@@ -16,14 +16,16 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 @database_sync_to_async
 def queued_run() -> TrainingRun:
-    return services.run_start(enqueue=False)
+    return services.run_start()
 
 
 @database_sync_to_async
 def record_progress(run: TrainingRun, step: int, loss: float) -> None:
     """What the training worker does after a step: store it (under its lease), which pushes it."""
     services.run_claim(run_id=run.id, owner="w1")
-    services._guarded(run, "w1", step=step, total_steps=10, loss_history=[[step, loss]], tokens_per_s=150.0, eta_s=9.0)
+    services.run_update(
+        run=run, owner="w1", step=step, total_steps=10, loss_history=[[step, loss]], tokens_per_s=150.0, eta_s=9.0
+    )
 
 
 async def test_staff_get_the_run_then_every_change_live(admin_user: Any) -> None:
@@ -83,7 +85,7 @@ async def test_an_unknown_run_is_refused(admin_user: Any) -> None:
 
 def test_a_push_with_no_channel_layer_never_touches_the_run(db: Any, settings: Any, caplog: Any) -> None:
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "no.such.Layer"}}
-    run = services.run_start(enqueue=False)
+    run = services.run_start()
     events.run_changed(run.id)
     assert "could not push the progress of run" in caplog.text
     assert TrainingRun.objects.get(id=run.id).status == "queued"

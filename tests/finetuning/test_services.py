@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from finetuning import services
+from finetuning import pipeline, services, tasks
 from finetuning.models import ModelVersion, Promotion, TrainingRun
 from finetuning.selectors import version_active
 
@@ -72,14 +72,14 @@ def test_a_new_bot_reply_records_the_version_in_service(customer: Any, tmp_path:
 
 
 def test_only_one_run_at_a_time(db: Any) -> None:
-    run = services.run_start(enqueue=False)
+    run = services.run_start()
     with pytest.raises(services.RunAlreadyActive) as raised:
-        services.run_start(enqueue=False)
+        services.run_start()
     assert raised.value.run == run
 
 
 def test_the_lease_keeps_a_second_worker_out(db: Any) -> None:
-    run = services.run_start(enqueue=False)
+    run = services.run_start()
     assert services.run_claim(run_id=run.id, owner="worker-a") is not None
     with pytest.raises(services.LeaseHeld):
         services.run_claim(run_id=run.id, owner="worker-b")
@@ -88,38 +88,38 @@ def test_the_lease_keeps_a_second_worker_out(db: Any) -> None:
 
 
 def test_an_expired_lease_passes_to_the_next_worker(db: Any) -> None:
-    run = services.run_start(enqueue=False)
+    run = services.run_start()
     services.run_claim(run_id=run.id, owner="worker-a")
     TrainingRun.objects.filter(id=run.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     assert services.run_claim(run_id=run.id, owner="worker-b") is not None
-    assert services.runs_resume_stale() == []
+    assert services.runs_resume_stale(enqueue=lambda run_id: None) == []
 
 
 def test_a_redelivered_message_for_a_finished_run_does_nothing(db: Any) -> None:
-    run = services.run_start(enqueue=False)
+    run = services.run_start()
     TrainingRun.objects.filter(id=run.id).update(status=TrainingRun.Status.SUCCEEDED)
-    assert services.run_execute(run_id=run.id, owner="worker-b") is None
+    assert pipeline.run_execute(run_id=run.id, owner="worker-b") is None
 
 
 def test_a_worker_that_lost_its_lease_cannot_write(db: Any) -> None:
-    run = services.run_start(enqueue=False)
+    run = services.run_start()
     services.run_claim(run_id=run.id, owner="worker-a")
     TrainingRun.objects.filter(id=run.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     services.run_claim(run_id=run.id, owner="worker-b")
     with pytest.raises(services.LeaseLost):
-        services._guarded(run, "worker-a", step=5)
+        services.run_update(run=run, owner="worker-a", step=5)
 
 
 def test_cancelling_a_queued_run_stops_it_at_once(db: Any) -> None:
-    run = services.run_cancel(run=services.run_start(enqueue=False))
+    run = services.run_cancel(run=services.run_start())
     assert run.status == TrainingRun.Status.CANCELLED
-    assert services.run_execute(run_id=run.id) is None
+    assert pipeline.run_execute(run_id=run.id) is None
 
 
 def test_a_run_that_keeps_dying_is_failed_clearly(db: Any) -> None:
-    run = services.run_start(enqueue=False)
-    TrainingRun.objects.filter(id=run.id).update(attempts=services.MAX_ATTEMPTS)
-    run = services.run_execute(run_id=run.id, owner="worker-z")
+    run = services.run_start()
+    TrainingRun.objects.filter(id=run.id).update(attempts=pipeline.MAX_ATTEMPTS)
+    run = pipeline.run_execute(run_id=run.id, owner="worker-z")
     assert run is not None and run.status == TrainingRun.Status.FAILED
     assert "gave up" in run.error
 
@@ -129,18 +129,18 @@ def test_starting_a_run_publishes_its_id_after_the_commit(db: Any, django_captur
 
     with mock.patch("finetuning.tasks.training_run.delay") as delay:
         with django_capture_on_commit_callbacks(execute=True):
-            run = services.run_start()
+            run = services.run_start(enqueue=tasks.training_run.delay_on_commit)
     delay.assert_called_once_with(run.id)
 
 
 def test_a_starting_worker_requeues_runs_whose_lease_expired(db: Any) -> None:
     from unittest import mock
 
-    run = services.run_start(enqueue=False)
+    run = services.run_start()
     services.run_claim(run_id=run.id, owner="worker-a")
     TrainingRun.objects.filter(id=run.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     with mock.patch("finetuning.tasks.training_run.delay") as delay:
-        assert services.runs_resume_stale() == [run.id]
+        tasks.resume_stale_runs()
     delay.assert_called_once_with(run.id)
 
 
@@ -219,12 +219,12 @@ def test_promoting_the_version_serving_clears_its_serve_error_only(db: Any, tmp_
 def test_the_sweep_requeues_a_run_once_per_lease(db: Any) -> None:
     from unittest import mock
 
-    run = services.run_start(enqueue=False)
+    run = services.run_start()
     services.run_claim(run_id=run.id, owner="worker-a")
     TrainingRun.objects.filter(id=run.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    with mock.patch("finetuning.tasks.training_run.delay") as delay:
-        assert services.runs_resume_stale() == [run.id]
-        assert services.runs_resume_stale() == []
+    delay = mock.Mock()
+    assert services.runs_resume_stale(enqueue=delay) == [run.id]
+    assert services.runs_resume_stale(enqueue=delay) == []
     delay.assert_called_once_with(run.id)
     assert services.run_claim(run_id=run.id, owner="worker-b") is not None  # at once, not after the lease
 
@@ -232,18 +232,19 @@ def test_the_sweep_requeues_a_run_once_per_lease(db: Any) -> None:
 def test_the_sweep_requeues_a_queued_run_whose_message_was_lost(db: Any) -> None:
     from unittest import mock
 
-    run = services.run_start(enqueue=False)
-    with mock.patch("finetuning.tasks.training_run.delay"):
-        assert services.runs_resume_stale() == []  # just queued: its message is on its way
-        TrainingRun.objects.filter(id=run.id).update(created_at=timezone.now() - timedelta(hours=1))
-        assert services.runs_resume_stale() == [run.id]
+    run = services.run_start()
+    delay = mock.Mock()
+    assert services.runs_resume_stale(enqueue=delay) == []  # just queued: its message is on its way
+    TrainingRun.objects.filter(id=run.id).update(created_at=timezone.now() - timedelta(hours=1))
+    assert services.runs_resume_stale(enqueue=delay) == [run.id]
+    delay.assert_called_once_with(run.id)
 
 
 def test_the_lease_keeper_renews_the_lease_while_nothing_else_writes(transactional_db: Any, settings: Any) -> None:
     settings.FINETUNING_LEASE_S = 2
-    run = services.run_start(enqueue=False)
+    run = services.run_start()
     services.run_claim(run_id=run.id, owner="worker-a")
-    with services.LeaseKeeper(run.id, "worker-a") as keeper:
+    with pipeline.LeaseKeeper(run.id, "worker-a") as keeper:
         first = TrainingRun.objects.get(id=run.id).lease_expires_at
         deadline = time.monotonic() + 60
         while TrainingRun.objects.get(id=run.id).lease_expires_at == first:
@@ -254,10 +255,10 @@ def test_the_lease_keeper_renews_the_lease_while_nothing_else_writes(transaction
 
 def test_the_lease_keeper_stops_the_run_once_its_lease_is_taken(transactional_db: Any, settings: Any) -> None:
     settings.FINETUNING_LEASE_S = 2
-    run = services.run_start(enqueue=False)
+    run = services.run_start()
     services.run_claim(run_id=run.id, owner="worker-a")
     TrainingRun.objects.filter(id=run.id).update(lease_owner="worker-b")
-    with services.LeaseKeeper(run.id, "worker-a") as keeper:
+    with pipeline.LeaseKeeper(run.id, "worker-a") as keeper:
         deadline = time.monotonic() + 60
         while not keeper.lost:
             assert time.monotonic() < deadline, "the keeper did not notice within a minute"
@@ -267,6 +268,6 @@ def test_the_lease_keeper_stops_the_run_once_its_lease_is_taken(transactional_db
 
 
 def test_two_concurrent_run_starts_create_one_run(transactional_db: Any) -> None:
-    results = race(lambda: services.run_start(enqueue=False), lambda: services.run_start(enqueue=False))
+    results = race(services.run_start, services.run_start)
     assert TrainingRun.objects.count() == 1
     assert sorted(type(r).__name__ for r in results) == ["RunAlreadyActive", "TrainingRun"]

@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from finetuning import services
+from finetuning import pipeline, services
 from finetuning.datasets import BuildOptions, snapshot_build
 from finetuning.models import ModelVersion, TrainingRun
 from finetuning.training import IGNORE, TrainingConfig, tokenize
@@ -51,7 +51,7 @@ def tiny_run(customer: Any, tokenizer: Any, **config: Any) -> TrainingRun:
         correct(bad, f"The answer is {number}.")
     options = BuildOptions(system_prompt="Be brief.", max_seq_len=96, heldout_fraction=0.0, general_examples=0)
     snapshot = snapshot_build(tokenizer=tokenizer, options=options)
-    run = services.run_start(enqueue=False, config=TINY | config)
+    run = services.run_start(config=TINY | config)
     TrainingRun.objects.filter(id=run.id).update(snapshot=snapshot)
     return run
 
@@ -84,8 +84,8 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(
         "OMP_NUM_THREADS": "1",
     }
     script = (
-        "import django; django.setup(); from finetuning import services; "
-        f"services.run_execute(run_id={run.id}, owner='doomed')"
+        "import django; django.setup(); from finetuning import pipeline; "
+        f"pipeline.run_execute(run_id={run.id}, owner='doomed')"
     )
     worker = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     try:
@@ -105,10 +105,10 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(
     assert not (Path(settings.ADAPTERS_DIR) / f"run-{run.id}").exists()
 
     with pytest.raises(services.LeaseHeld):  # the dead worker's lease still stands: nobody doubles up
-        services.run_execute(run_id=run.id, owner="successor")
+        pipeline.run_execute(run_id=run.id, owner="successor")
     TrainingRun.objects.filter(id=run.id).update(lease_expires_at=run.created_at)
 
-    run = services.run_execute(run_id=run.id, owner="successor")
+    run = pipeline.run_execute(run_id=run.id, owner="successor")
     assert run is not None and run.status == TrainingRun.Status.SUCCEEDED, run.error if run else None
     assert run.resumed_from_step is not None and run.resumed_from_step >= 2
     assert run.step == run.total_steps and run.attempts == 2
@@ -122,7 +122,7 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(
 @pytest.mark.django_db(transaction=True)
 def test_cancel_stops_a_running_run_within_a_step(customer: Any, tokenizer: Any, torch_threads: None) -> None:
     run = tiny_run(customer, tokenizer, epochs=20)
-    worker = threading.Thread(target=services.run_execute, kwargs={"run_id": run.id, "owner": "w"})
+    worker = threading.Thread(target=pipeline.run_execute, kwargs={"run_id": run.id, "owner": "w"})
     worker.start()
     deadline = time.monotonic() + 240
     while not TrainingRun.objects.filter(id=run.id, step__gte=1).exists():

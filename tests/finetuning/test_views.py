@@ -70,14 +70,14 @@ def test_retrain_now_queues_a_run_after_the_commit(staff: Client, django_capture
 
 
 def test_retrain_now_while_a_run_is_active_shows_that_run(staff: Client) -> None:
-    busy = services.run_start(enqueue=False)
+    busy = services.run_start()
     response = staff.post("/training/runs/new")
     assert response["Location"] == f"/training/runs/{busy.id}/"
     assert TrainingRun.objects.count() == 1
 
 
 def test_the_run_page_polls_its_progress(staff: Client) -> None:
-    run = services.run_start(enqueue=False)
+    run = services.run_start()
     TrainingRun.objects.filter(id=run.id).update(
         status="running",
         step=3,
@@ -94,7 +94,7 @@ def test_the_run_page_polls_its_progress(staff: Client) -> None:
 
 
 def test_cancel_from_the_run_page(staff: Client) -> None:
-    run = services.run_start(enqueue=False)
+    run = services.run_start()
     staff.post(f"/training/runs/{run.id}/cancel")
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.CANCELLED

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from finetuning import services
+from finetuning import pipeline, services, tasks
 from finetuning.models import TrainingRun
 
 
@@ -25,12 +25,13 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         config = dict(_parse(item) for item in options["set"])
         try:
-            run = services.run_start(config=config, enqueue=not options["here"])
+            enqueue = None if options["here"] else tasks.training_run.delay_on_commit
+            run = services.run_start(config=config, enqueue=enqueue)
         except services.RunAlreadyActive as busy:
             raise CommandError(f"{busy}; cancel it first or wait") from busy
         self.stdout.write(f"training run {run.id} queued")
         if options["here"]:
-            run = services.run_execute(run_id=run.id) or run
+            run = pipeline.run_execute(run_id=run.id) or run
         elif options["wait"]:
             run = self.follow(run)
         else:
