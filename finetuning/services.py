@@ -1,5 +1,7 @@
 """Writes of the learning loop: start, claim, update, finish and cancel a training run; promote and
-roll back versions. What a run does between its writes is finetuning/pipeline.py."""
+roll back versions. What a run does between its writes is finetuning/pipeline.py.
+
+Each write that changes a run pushes the run to its pages once the write commits (events.run_changed)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -166,7 +169,8 @@ def _lease_end() -> datetime:
 
 
 def _announce(run_id: int) -> None:
-    events.run_changed(run_id)
+    """Push the run once the write commits: before, a page could read a state that never lands."""
+    transaction.on_commit(partial(events.run_changed, run_id))
 
 
 def _erasures_since(snapshot: DatasetSnapshot | None, started_at: datetime | None) -> list[dict[str, Any]]:

@@ -271,3 +271,31 @@ def test_two_concurrent_run_starts_create_one_run(transactional_db: Any) -> None
     results = race(services.run_start, services.run_start)
     assert TrainingRun.objects.count() == 1
     assert sorted(type(r).__name__ for r in results) == ["RunAlreadyActive", "TrainingRun"]
+
+
+def test_a_run_reaches_its_pages_only_once_each_write_commits(db: Any, django_capture_on_commit_callbacks: Any) -> None:
+    from unittest import mock
+
+    run = services.run_start()
+    with mock.patch("finetuning.events.run_changed") as pushed:
+        with django_capture_on_commit_callbacks(execute=True):
+            services.run_claim(run_id=run.id, owner="worker-a")
+            services.run_update(run=run, owner="worker-a", step=1)
+            services.run_cancel(run=run)
+            assert not pushed.called  # a page reading the run now would not see these writes
+        assert pushed.call_args_list == [mock.call(run.id)] * 3
+
+
+def test_a_write_rolled_back_pushes_nothing(db: Any, django_capture_on_commit_callbacks: Any) -> None:
+    from unittest import mock
+
+    from django.db import transaction
+
+    run = services.run_start()
+    with mock.patch("finetuning.events.run_changed") as pushed:
+        with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError):
+            with transaction.atomic():
+                services.run_cancel(run=run)
+                raise RuntimeError("the caller's transaction fails after the cancel")
+    assert not pushed.called
+    assert TrainingRun.objects.get(id=run.id).status == TrainingRun.Status.QUEUED
