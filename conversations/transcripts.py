@@ -12,16 +12,19 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.utils.dateparse import parse_datetime
+from pydantic import AfterValidator, BaseModel, Field, PlainValidator, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from .models import Conversation, Correction, Customer, Feedback, Message
 from .roles import AGENT_GROUP
@@ -160,6 +163,11 @@ def _cell(value: Any) -> Any:
 IMPORTED_ADAPTER = "(imported with transcripts: no adapter in this system)"
 MAX_TOKEN_COUNT = 2_147_483_647  # the most a PositiveIntegerField holds on every database
 
+# Pydantic error types of our own: a field's value is wrong ("tags[0] must not contain ..."), or an
+# object's fields disagree with each other ("messages[0]: only bot replies ...").
+FIELD = "transcript_field"
+RULE = "transcript_rule"
+
 
 class RecordError(ValueError):
     pass
@@ -214,178 +222,290 @@ def _parse(line: str) -> dict[str, Any]:
     return record
 
 
-def _check(condition: bool, problem: str) -> None:
-    if not condition:
-        raise RecordError(problem)
+def validate_record(record: dict[str, Any]) -> ConversationIn:
+    """A record checked field by field, times parsed; raises RecordError naming the first problem."""
+    try:
+        conversation = ConversationIn.model_validate(record)
+    except PydanticValidationError as error:
+        raise RecordError(_problem(error.errors()[0])) from None
+    if Conversation.objects.filter(id=conversation.id).exists():
+        raise RecordError(f"conversation {conversation.id} already exists")
+    return conversation
 
 
-def _when(value: Any, where: str, *, required: bool = False) -> datetime | None:
-    if value is None and not required:
+def _problem(error: ErrorDetails) -> str:
+    """One pydantic error in the words of the format: the field's path, then what is wrong."""
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+    if error["type"] == FIELD:
+        return f"{where} {error['msg']}"
+    if error["type"] == "model_type":
+        return f"{where} must be an object"
+    return f"{where}: {error['msg']}"  # RULE, or a check of pydantic's own that no field here names
+
+
+def _refuse(problem: str, kind: str = FIELD) -> PydanticCustomError:
+    # The problem goes in as context: a value quoted in it may hold braces the template would read.
+    return PydanticCustomError(kind, "{problem}", {"problem": problem})
+
+
+# The checks of one value each, as pydantic validators: they see the value as parsed from JSON,
+# so nothing is coerced ("5" is not a number, 1 is not true).
+
+
+def _when(value: Any) -> datetime | None:
+    if value is None:
         return None
-    problem = f"{where} must be an ISO 8601 time with a UTC offset"
-    _check(isinstance(value, str), problem)
+    problem = "must be an ISO 8601 time with a UTC offset"
+    if not isinstance(value, str):
+        raise _refuse(problem)
     try:
         moment = parse_datetime(value)
     except ValueError as error:  # well formed but impossible, e.g. month 13
-        raise RecordError(f"{problem}: {error}") from None
-    _check(moment is not None and moment.tzinfo is not None, problem)
+        raise _refuse(f"{problem}: {error}") from None
+    if moment is None or moment.tzinfo is None:
+        raise _refuse(problem)
     try:
         moment.astimezone(UTC)  # stored in UTC: a time at either end of the calendar may not fit
     except OverflowError:
-        raise RecordError(f"{where} is out of range") from None
+        raise _refuse("is out of range") from None
     return moment
 
 
-def _text(value: Any, where: str, *, default: str = "", required: bool = False) -> str:
-    if value is None and not required:
-        return default
-    _check(isinstance(value, str), f"{where} must be a string")
-    _check("\x00" not in value, f"{where} must not contain a NUL character")
+def _required_when(value: Any) -> datetime:
+    moment = _when(value)
+    if moment is None:
+        raise _refuse("must be an ISO 8601 time with a UTC offset")
+    return moment
+
+
+def _required_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _refuse("must be a string")
+    if "\x00" in value:
+        raise _refuse("must not contain a NUL character")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise RecordError(f"{where} is not valid Unicode (a lone surrogate)") from None
+        raise _refuse("is not valid Unicode (a lone surrogate)") from None
     return value
 
 
-def _choice(value: Any, choices: list[str], where: str) -> str:
-    _check(isinstance(value, str) and value in choices, f"{where} must be one of {', '.join(choices)}")
-    return value
+def _text(value: Any) -> str:
+    return "" if value is None else _required_text(value)
 
 
-def _uuid(value: Any, where: str) -> uuid.UUID:
+def _cut(length: int) -> AfterValidator:
+    return AfterValidator(lambda text: text[:length])
+
+
+def _choice(choices: list[str]) -> PlainValidator:
+    def check(value: Any) -> str:
+        if not (isinstance(value, str) and value in choices):
+            raise _refuse(f"must be one of {', '.join(choices)}")
+        return value
+
+    return PlainValidator(check)
+
+
+def _uuid(value: Any) -> uuid.UUID:
     if isinstance(value, str):
         try:
             return uuid.UUID(value)
         except ValueError:
             pass
-    raise RecordError(f"{where} must be a UUID")
+    raise _refuse("must be a UUID")
 
 
-def _name(value: Any, where: str, name_field: Any) -> str:
+def _customer_id(value: Any) -> uuid.UUID:
+    """A customer without an id is a new one."""
+    return uuid.uuid4() if value in (None, "") else _uuid(value)
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _refuse("must be true or false")
+    return value
+
+
+def _satisfaction(value: Any) -> int | None:
+    if value is None or (type(value) is int and 1 <= value <= 5):
+        return value
+    raise _refuse("must be 1 to 5 or null")
+
+
+def _token_count(value: Any) -> int:
+    if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT:
+        return value
+    raise _refuse(f"must be a whole number from 0 to {MAX_TOKEN_COUNT}")
+
+
+def _named(name_field: Callable[[], Any]) -> PlainValidator:
     """A user or a model version, referred to by name: a string that field would accept, or empty."""
-    name = _text(value, where)
-    if name:
-        try:
-            name_field.run_validators(name)
-        except ValidationError as error:
-            raise RecordError(f"{where} {name!r} is not a valid name: {' '.join(error.messages)}") from None
-    return name
+
+    def check(value: Any) -> str:
+        name = _text(value)
+        if name:
+            try:
+                name_field().run_validators(name)
+            except ValidationError as error:
+                raise _refuse(f"{name!r} is not a valid name: {' '.join(error.messages)}") from None
+        return name
+
+    return PlainValidator(check)
 
 
 def _username_field() -> Any:
     return get_user_model()._meta.get_field("username")
 
 
-def validate_record(record: dict[str, Any]) -> dict[str, Any]:
-    """A record checked field by field, times parsed; raises RecordError naming the first problem."""
-    _check(record.get("format", FORMAT) == FORMAT, f'format must be "{FORMAT}"')
-    conversation_id = _uuid(record.get("id"), "id")
-    _check(
-        not Conversation.objects.filter(id=conversation_id).exists(), f"conversation {conversation_id} already exists"
-    )
-    customer = record.get("customer")
-    customer = {} if customer is None else customer
-    _check(isinstance(customer, dict), "customer must be an object")
-    customer_id = _uuid(customer["id"], "customer.id") if customer.get("id") not in (None, "") else uuid.uuid4()
-    status = _choice(record.get("status", Conversation.Status.CLOSED), Conversation.Status.values, "status")
-    tags = record.get("tags", [])
-    _check(isinstance(tags, list) and all(isinstance(t, str) for t in tags), "tags must be a list of strings")
-    satisfaction = record.get("satisfaction")
-    _check(
-        satisfaction is None or (type(satisfaction) is int and 1 <= satisfaction <= 5),
-        "satisfaction must be 1 to 5 or null",
-    )
-    for flag in ("reviewed", "exclude_from_training"):
-        _check(isinstance(record.get(flag, False), bool), f"{flag} must be true or false")
-    messages = record.get("messages")
-    _check(isinstance(messages, list) and len(messages) > 0, "messages must be a non-empty list")
-    return {
-        "id": conversation_id,
-        "customer_id": customer_id,
-        "customer_name": _text(customer.get("display_name"), "customer.display_name")[:120],
-        "status": status,
-        "agent": _name(record.get("agent"), "agent", _username_field()),
-        "created_at": _when(record.get("created_at"), "created_at", required=True),
-        "reviewed": record.get("reviewed", False),
-        "exclude_from_training": record.get("exclude_from_training", False),
-        "tags": [_text(tag, f"tags[{i}]") for i, tag in enumerate(tags)],
-        "note": _text(record.get("note"), "note"),
-        "satisfaction": satisfaction,
-        "messages": [_validate_message(m, i) for i, m in enumerate(messages)],
-    }
-
-
-def _validate_message(message: Any, index: int) -> dict[str, Any]:
+def _version_name_field() -> Any:
     from finetuning.models import ModelVersion
 
-    where = f"messages[{index}]"
-    _check(isinstance(message, dict), f"{where} must be an object")
-    role = _choice(message.get("role"), Message.Role.values, f"{where}.role")
-    status = _choice(message.get("status", Message.Status.COMPLETE), Message.Status.values, f"{where}.status")
-    if status in Message.ACTIVE_STATUSES:  # in flight when exported: nothing here will ever finish it
-        status = Message.Status.CANCELLED
-    token_count = message.get("token_count", 0)
-    _check(
-        type(token_count) is int and 0 <= token_count <= MAX_TOKEN_COUNT,
-        f"{where}.token_count must be a whole number from 0 to {MAX_TOKEN_COUNT}",
-    )
-    feedback = message.get("feedback", [])
-    _check(isinstance(feedback, list), f"{where}.feedback must be a list")
-    ratings = [_validate_feedback(f, f"{where}.feedback[{i}]") for i, f in enumerate(feedback)]
-    sources = [rating["source"] for rating in ratings]
-    _check(len(set(sources)) == len(sources), f"{where}.feedback has two ratings from the same source")
-    correction = message.get("correction")
-    _check(correction is None or isinstance(correction, dict), f"{where}.correction must be an object or null")
-    if (ratings or correction is not None) and role != Message.Role.BOT:
-        raise RecordError(f"{where}: only bot replies carry feedback or a correction")
-    return {
-        "role": role,
-        "text": _text(message.get("text"), f"{where}.text", required=True),
-        "status": status,
-        "author": _name(message.get("author"), f"{where}.author", _username_field()),
-        "created_at": _when(message.get("created_at"), f"{where}.created_at", required=True),
-        "first_token_at": _when(message.get("first_token_at"), f"{where}.first_token_at"),
-        "finished_at": _when(message.get("finished_at"), f"{where}.finished_at"),
-        "token_count": token_count,
-        "model_name": _text(message.get("model_name"), f"{where}.model_name")[:200],
-        "model_version": _name(
-            message.get("model_version"), f"{where}.model_version", ModelVersion._meta.get_field("name")
-        ),
-        "error": _text(message.get("error"), f"{where}.error")[:200],
-        "feedback": ratings,
-        "correction": _validate_correction(correction, f"{where}.correction") if correction is not None else None,
-    }
+    return ModelVersion._meta.get_field("name")
 
 
-def _validate_feedback(feedback: Any, where: str) -> dict[str, Any]:
-    _check(isinstance(feedback, dict), f"{where} must be an object")
-    source = _choice(feedback.get("source"), Feedback.Source.values, f"{where}.source")
-    _check(isinstance(feedback.get("positive"), bool), f"{where}.positive must be true or false")
-    reason = feedback.get("reason")
-    reason = "" if reason is None else reason
-    _check(
-        isinstance(reason, str) and (reason in Feedback.Reason.values or reason == ""),
-        f"{where}.reason must be empty or one of {', '.join(Feedback.Reason.values)}",
-    )
-    return {
-        "source": source,
-        "positive": feedback["positive"],
-        "reason": reason,
-        "comment": _text(feedback.get("comment"), f"{where}.comment"),
-        "author": _name(feedback.get("author"), f"{where}.author", _username_field()),
-        "created_at": _when(feedback.get("created_at"), f"{where}.created_at"),
-    }
+When = Annotated[datetime | None, PlainValidator(_when)]
+RequiredWhen = Annotated[datetime, PlainValidator(_required_when)]
+Text = Annotated[str, PlainValidator(_text)]
+RequiredText = Annotated[str, PlainValidator(_required_text)]
+Flag = Annotated[bool, PlainValidator(_flag)]
+UserName = Annotated[str, _named(_username_field)]
 
 
-def _validate_correction(correction: dict[str, Any], where: str) -> dict[str, Any]:
-    text = _text(correction.get("text"), f"{where}.text")
-    _check(bool(text.strip()), f"{where}.text must not be empty")
-    return {
-        "text": text,
-        "author": _name(correction.get("author"), f"{where}.author", _username_field()),
-        "created_at": _when(correction.get("created_at"), f"{where}.created_at"),
-    }
+class Record(BaseModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_is_null(cls, data: Any) -> Any:
+        """A required key left out is checked like an explicit null, and refused in the same words."""
+        if not isinstance(data, dict):
+            return data
+        return {name: None for name, info in cls.model_fields.items() if info.is_required()} | data
+
+
+class FeedbackIn(Record):
+    source: Annotated[str, _choice(Feedback.Source.values)]
+    positive: Flag
+    reason: str = ""
+    comment: Text = ""
+    author: UserName = ""
+    created_at: When = None
+
+    @field_validator("reason", mode="plain")
+    @classmethod
+    def _reason(cls, value: Any) -> str:
+        reason = "" if value is None else value
+        if not (isinstance(reason, str) and (reason in Feedback.Reason.values or reason == "")):
+            raise _refuse(f"must be empty or one of {', '.join(Feedback.Reason.values)}")
+        return reason
+
+
+class CorrectionIn(Record):
+    text: Text  # required: absent or null, it is empty, and refused as such
+    author: UserName = ""
+    created_at: When = None
+
+    @field_validator("text")
+    @classmethod
+    def _not_empty(cls, text: str) -> str:
+        if not text.strip():
+            raise _refuse("must not be empty")
+        return text
+
+
+class MessageIn(Record):
+    role: Annotated[str, _choice(Message.Role.values)]
+    text: RequiredText
+    status: Annotated[str, _choice(Message.Status.values)] = Message.Status.COMPLETE
+    author: UserName = ""
+    created_at: RequiredWhen
+    first_token_at: When = None
+    finished_at: When = None
+    token_count: Annotated[int, PlainValidator(_token_count)] = 0
+    model_name: Annotated[str, PlainValidator(_text), _cut(200)] = ""
+    model_version: Annotated[str, _named(_version_name_field)] = ""
+    error: Annotated[str, PlainValidator(_text), _cut(200)] = ""
+    feedback: list[FeedbackIn] = []
+    correction: CorrectionIn | None = None
+
+    @field_validator("status")
+    @classmethod
+    def _in_flight_is_cancelled(cls, status: str) -> str:
+        # In flight when exported: nothing here will ever finish it.
+        return Message.Status.CANCELLED if status in Message.ACTIVE_STATUSES else status
+
+    @field_validator("feedback", mode="before")
+    @classmethod
+    def _a_list(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise _refuse("must be a list")
+        return value
+
+    @field_validator("feedback")
+    @classmethod
+    def _one_per_source(cls, ratings: list[FeedbackIn]) -> list[FeedbackIn]:
+        sources = [rating.source for rating in ratings]
+        if len(set(sources)) != len(sources):
+            raise _refuse("has two ratings from the same source")
+        return ratings
+
+    @field_validator("correction", mode="before")
+    @classmethod
+    def _an_object_or_null(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, dict):
+            raise _refuse("must be an object or null")
+        return value
+
+    @model_validator(mode="after")
+    def _only_bot_replies_are_rated(self) -> MessageIn:
+        if (self.feedback or self.correction is not None) and self.role != Message.Role.BOT:
+            raise _refuse("only bot replies carry feedback or a correction", RULE)
+        return self
+
+
+class CustomerIn(Record):
+    id: Annotated[uuid.UUID, PlainValidator(_customer_id)]
+    display_name: Annotated[str, PlainValidator(_text), _cut(120)] = ""
+
+
+class ConversationIn(Record):
+    format: str = FORMAT
+    id: Annotated[uuid.UUID, PlainValidator(_uuid)]
+    customer: CustomerIn = Field(default_factory=CustomerIn)
+    status: Annotated[str, _choice(Conversation.Status.values)] = Conversation.Status.CLOSED
+    agent: UserName = ""
+    created_at: RequiredWhen
+    reviewed: Flag = False
+    exclude_from_training: Flag = False
+    tags: list[Text] = []
+    note: Text = ""
+    satisfaction: Annotated[int | None, PlainValidator(_satisfaction)] = None
+    messages: list[MessageIn]
+
+    @field_validator("format", mode="plain")
+    @classmethod
+    def _this_format(cls, value: Any) -> str:
+        if value != FORMAT:
+            raise _refuse(f'must be "{FORMAT}"')
+        return FORMAT
+
+    @field_validator("customer", mode="before")
+    @classmethod
+    def _anonymous(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _strings(cls, value: Any) -> Any:
+        if not (isinstance(value, list) and all(isinstance(tag, str) for tag in value)):
+            raise _refuse("must be a list of strings")
+        return value
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _some(cls, value: Any) -> Any:
+        if not (isinstance(value, list) and value):
+            raise _refuse("must be a non-empty list")
+        return value
 
 
 def _user(username: str, known: dict[str, Any]) -> Any:
@@ -406,12 +526,12 @@ def _user(username: str, known: dict[str, Any]) -> Any:
     return known[username]
 
 
-def _versions(messages: list[dict[str, Any]]) -> dict[str, Any]:
+def _versions(messages: list[MessageIn]) -> dict[str, Any]:
     """The model versions the messages name; one this database lacks is created, retired, without
     an adapter (see IMPORTED_ADAPTER), so the replies keep the version that wrote them."""
     from finetuning.models import ModelVersion
 
-    named = {m["model_version"]: m["model_name"] for m in messages if m["model_version"]}
+    named = {m.model_version: m.model_name for m in messages if m.model_version}
     versions = {v.name: v for v in ModelVersion.objects.filter(name__in=named)}
     for name, model_name in named.items():
         if name not in versions:
@@ -424,55 +544,61 @@ def _versions(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return versions
 
 
-def _create(record: dict[str, Any]) -> Conversation:
+def _create(record: ConversationIn) -> Conversation:
     users: dict[str, Any] = {}
     customer, _ = Customer.objects.get_or_create(
-        id=record["customer_id"], defaults={"display_name": record["customer_name"]}
+        id=record.customer.id, defaults={"display_name": record.customer.display_name}
     )
     conversation = Conversation.objects.create(
-        id=record["id"],
+        id=record.id,
         customer=customer,
-        status=record["status"],
-        agent=_user(record["agent"], users),
-        reviewed=record["reviewed"],
-        exclude_from_training=record["exclude_from_training"],
-        tags=record["tags"],
-        note=record["note"],
-        satisfaction=record["satisfaction"],
+        status=record.status,
+        agent=_user(record.agent, users),
+        reviewed=record.reviewed,
+        exclude_from_training=record.exclude_from_training,
+        tags=record.tags,
+        note=record.note,
+        satisfaction=record.satisfaction,
     )
     # auto_now_add ignores a given time: historical times are written after the insert.
-    Conversation.objects.filter(id=conversation.id).update(created_at=record["created_at"])
-    versions = _versions(record["messages"])
-    for item in record["messages"]:
+    Conversation.objects.filter(id=conversation.id).update(created_at=record.created_at)
+    versions = _versions(record.messages)
+    for item in record.messages:
         message = Message.objects.create(
             conversation=conversation,
-            role=item["role"],
-            text=item["text"],
-            status=item["status"],
-            author=_user(item["author"], users),
-            first_token_at=item["first_token_at"],
-            finished_at=item["finished_at"],
-            token_count=item["token_count"],
-            model_name=item["model_name"],
-            model_version=versions.get(item["model_version"]),
-            error=item["error"],
+            role=item.role,
+            text=item.text,
+            status=item.status,
+            author=_user(item.author, users),
+            first_token_at=item.first_token_at,
+            finished_at=item.finished_at,
+            token_count=item.token_count,
+            model_name=item.model_name,
+            model_version=versions.get(item.model_version),
+            error=item.error,
         )
-        Message.objects.filter(id=message.id).update(created_at=item["created_at"])
-        for rating in item["feedback"]:
-            feedback = Feedback.objects.create(
-                message=message,
-                source=rating["source"],
-                positive=rating["positive"],
-                reason=rating["reason"],
-                comment=rating["comment"],
-                author=_user(rating["author"], users),
-            )
-            if rating["created_at"]:
-                Feedback.objects.filter(id=feedback.id).update(created_at=rating["created_at"])
-        if item["correction"]:
-            correction = Correction.objects.create(
-                message=message, text=item["correction"]["text"], author=_user(item["correction"]["author"], users)
-            )
-            if item["correction"]["created_at"]:
-                Correction.objects.filter(id=correction.id).update(created_at=item["correction"]["created_at"])
+        Message.objects.filter(id=message.id).update(created_at=item.created_at)
+        for rating in item.feedback:
+            _feedback_create(message, rating, users)
+        if item.correction is not None:
+            _correction_create(message, item.correction, users)
     return conversation
+
+
+def _feedback_create(message: Message, rating: FeedbackIn, users: dict[str, Any]) -> None:
+    feedback = Feedback.objects.create(
+        message=message,
+        source=rating.source,
+        positive=rating.positive,
+        reason=rating.reason,
+        comment=rating.comment,
+        author=_user(rating.author, users),
+    )
+    if rating.created_at:
+        Feedback.objects.filter(id=feedback.id).update(created_at=rating.created_at)
+
+
+def _correction_create(message: Message, given: CorrectionIn, users: dict[str, Any]) -> None:
+    correction = Correction.objects.create(message=message, text=given.text, author=_user(given.author, users))
+    if given.created_at:
+        Correction.objects.filter(id=correction.id).update(created_at=given.created_at)

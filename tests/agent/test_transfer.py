@@ -415,3 +415,25 @@ def test_an_error_the_checks_did_not_foresee_is_still_one_bad_line(
     monkeypatch.setattr(transcripts, "validate_record", unforeseen)
     problem = refused(tmp_path, capsys, good_record(note="trap"))
     assert problem.endswith("cannot be imported: TypeError: unhashable type: 'list'")
+
+
+ABSENT = [
+    (("id",), "id must be a UUID"),
+    (("created_at",), "created_at must be an ISO 8601 time with a UTC offset"),
+    (("messages",), "messages must be a non-empty list"),
+    (("messages", 0, "role"), "messages[0].role must be one of"),
+    (("messages", 0, "text"), "messages[0].text must be a string"),
+    (("messages", 1, "feedback", 0, "positive"), "messages[1].feedback[0].positive must be true or false"),
+]
+
+
+@pytest.mark.parametrize("where, problem", ABSENT, ids=[".".join(map(str, w)) for w, _ in ABSENT])
+def test_a_required_key_left_out_is_refused_in_the_words_of_a_null(
+    where: tuple[Any, ...], problem: str, tmp_path: Path, capsys: Any
+) -> None:
+    record = good_record()
+    target: Any = record
+    for key in where[:-1]:
+        target = target[key]
+    del target[where[-1]]
+    assert problem in refused(tmp_path, capsys, record)
