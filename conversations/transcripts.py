@@ -544,6 +544,12 @@ def _versions(messages: list[MessageIn]) -> dict[str, Any]:
     return versions
 
 
+# The fields a row takes as they are; names and times are looked up or written apart.
+CONVERSATION_COLUMNS = {"status", "reviewed", "exclude_from_training", "tags", "note", "satisfaction"}
+MESSAGE_COLUMNS = {"role", "text", "status", "first_token_at", "finished_at", "token_count", "model_name", "error"}
+FEEDBACK_COLUMNS = {"source", "positive", "reason", "comment"}
+
+
 def _create(record: ConversationIn) -> Conversation:
     users: dict[str, Any] = {}
     customer, _ = Customer.objects.get_or_create(
@@ -552,13 +558,8 @@ def _create(record: ConversationIn) -> Conversation:
     conversation = Conversation.objects.create(
         id=record.id,
         customer=customer,
-        status=record.status,
         agent=_user(record.agent, users),
-        reviewed=record.reviewed,
-        exclude_from_training=record.exclude_from_training,
-        tags=record.tags,
-        note=record.note,
-        satisfaction=record.satisfaction,
+        **record.model_dump(include=CONVERSATION_COLUMNS),
     )
     # auto_now_add ignores a given time: historical times are written after the insert.
     Conversation.objects.filter(id=conversation.id).update(created_at=record.created_at)
@@ -566,16 +567,9 @@ def _create(record: ConversationIn) -> Conversation:
     for item in record.messages:
         message = Message.objects.create(
             conversation=conversation,
-            role=item.role,
-            text=item.text,
-            status=item.status,
             author=_user(item.author, users),
-            first_token_at=item.first_token_at,
-            finished_at=item.finished_at,
-            token_count=item.token_count,
-            model_name=item.model_name,
             model_version=versions.get(item.model_version),
-            error=item.error,
+            **item.model_dump(include=MESSAGE_COLUMNS),
         )
         Message.objects.filter(id=message.id).update(created_at=item.created_at)
         for rating in item.feedback:
@@ -587,12 +581,7 @@ def _create(record: ConversationIn) -> Conversation:
 
 def _feedback_create(message: Message, rating: FeedbackIn, users: dict[str, Any]) -> None:
     feedback = Feedback.objects.create(
-        message=message,
-        source=rating.source,
-        positive=rating.positive,
-        reason=rating.reason,
-        comment=rating.comment,
-        author=_user(rating.author, users),
+        message=message, author=_user(rating.author, users), **rating.model_dump(include=FEEDBACK_COLUMNS)
     )
     if rating.created_at:
         Feedback.objects.filter(id=feedback.id).update(created_at=rating.created_at)
