@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
-from . import dispatch, events, roles, selectors
+from . import dispatch, events, roles, rules, selectors
 from .models import Conversation, Correction, Customer, Feedback, Message
 
 
@@ -140,8 +140,9 @@ def message_send(*, conversation: Conversation, text: Any, client_id: Any = None
             return SendResult(seen, None, created=False)
     if conversation.status == Conversation.Status.CLOSED:
         raise ChatError("conversation_closed", "This conversation is closed; start a new one.")
-    handoff = conversation.status == Conversation.Status.BOT and wants_person(text)
-    if conversation.status == Conversation.Status.BOT and not handoff and selectors.reply_in_flight(conversation):
+    bot_answers = rules.bot_may_write(conversation.status)
+    handoff = bot_answers and wants_person(text)
+    if bot_answers and not handoff and selectors.reply_in_flight(conversation):
         raise ChatError("reply_in_progress", "Please wait for the answer, or press Stop, before sending again.")
     try:
         with transaction.atomic():
@@ -158,7 +159,7 @@ def message_send(*, conversation: Conversation, text: Any, client_id: Any = None
             if handoff:
                 stopped = _stop_reply_in_flight(locked)
                 locked.status = Conversation.Status.WAITING
-            elif locked.status == Conversation.Status.BOT:
+            elif rules.bot_may_write(locked.status):
                 bot_message = _reply_create(locked)
             locked.save(update_fields=["status", "updated_at"])
             conversation.status = locked.status
@@ -212,7 +213,7 @@ def reply_retry(*, conversation: Conversation) -> Message:
     both retry one reply or both pass the limit."""
     _lock_customer(conversation.customer_id)
     conversation = _locked(conversation)
-    if conversation.status != Conversation.Status.BOT:
+    if not rules.bot_may_write(conversation.status):
         raise ChatError("not_with_bot", "The bot is not answering in this conversation.")
     last = conversation.messages.exclude(role=Message.Role.SYSTEM).order_by("-created_at", "-id").first()
     if (
@@ -250,7 +251,7 @@ def _stop_reply_in_flight(conversation: Conversation) -> Message | None:
 
 
 def _move(conversation: Conversation, status: str, agent: Any) -> Transition:
-    stopped = _stop_reply_in_flight(conversation) if status != Conversation.Status.BOT else None
+    stopped = _stop_reply_in_flight(conversation) if not rules.bot_may_write(status) else None
     conversation.status = status
     conversation.agent = agent
     conversation.save(update_fields=["status", "agent", "updated_at"])
@@ -267,7 +268,7 @@ def handoff_request(*, conversation: Conversation) -> Transition:
     """The customer asks for a person: the bot stops and the conversation waits for an agent."""
     conversation = _locked(conversation)
     _check_open(conversation)
-    if conversation.status != Conversation.Status.BOT:
+    if not rules.bot_may_write(conversation.status):
         return Transition(conversation, None, changed=False)  # already waiting, or with an agent
     return _move(conversation, Conversation.Status.WAITING, None)
 
@@ -448,7 +449,7 @@ def reply_claim(*, message_id: int, consumer: str = "") -> Message | None:
         message = Message.objects.select_for_update().filter(id=message_id, role=Message.Role.BOT).first()
         if message is None or message.status not in Message.ACTIVE_STATUSES:
             return None
-        if message.conversation.status != Conversation.Status.BOT:  # a person holds it now
+        if not rules.bot_may_write(message.conversation.status):  # a person holds it now
             message.status = Message.Status.CANCELLED
             message.finished_at = timezone.now()
             message.save(update_fields=["status", "finished_at"])
@@ -476,7 +477,9 @@ def reply_progress(*, updates: dict[int, tuple[str, int, datetime]]) -> set[int]
     with transaction.atomic():
         for message_id, (text, token_count, first_token_at) in updates.items():
             saved = Message.objects.filter(
-                id=message_id, status=Message.Status.STREAMING, conversation__status=Conversation.Status.BOT
+                id=message_id,
+                status=Message.Status.STREAMING,
+                conversation__status__in=rules.bot_writable_statuses(),
             ).update(text=text, token_count=token_count)
             if not saved:
                 gone.add(message_id)
@@ -488,16 +491,14 @@ def reply_finish(
     *,
     message_id: int,
     text: str,
-    status: str,
+    finish_reason: str,
     token_count: int,
     first_token_at: datetime | None = None,
     error: str = "",
 ) -> Message | None:
-    """Store a reply's end; None when there is nothing to finish (deleted, or already finished).
-
-    A reply that completes after its conversation left the bot is stored as cancelled: the bot
-    never has the last word in a conversation a person holds.
-    """
+    """Store a reply's end, with the status ``rules.reply_final_status`` gives ``finish_reason``
+    (a key of ``rules.FINISH_STATUS``); None when there is nothing to finish (deleted, or already
+    finished)."""
     with transaction.atomic():
         message = (
             Message.objects.select_for_update(of=("self",))
@@ -507,8 +508,7 @@ def reply_finish(
         )
         if message is None:
             return None
-        if status == Message.Status.COMPLETE and message.conversation.status != Conversation.Status.BOT:
-            status = Message.Status.CANCELLED
+        status = rules.reply_final_status(finish_reason=finish_reason, conversation_status=message.conversation.status)
         message.text, message.status, message.token_count = text, status, token_count
         message.error, message.finished_at = error[:200], timezone.now()
         message.first_token_at = message.first_token_at or first_token_at

@@ -3,6 +3,6 @@
 is ``conversations.prompts``."""
 
 from .loops import ConsumerNameTaken, InferenceWorker
-from .replies import FINISH_STATUS, Reply
+from .replies import Reply
 
-__all__ = ["FINISH_STATUS", "ConsumerNameTaken", "InferenceWorker", "Reply"]
+__all__ = ["ConsumerNameTaken", "InferenceWorker", "Reply"]

@@ -31,7 +31,6 @@ from django.utils import timezone
 
 from .. import dispatch, events, selectors, services
 from ..inference.types import Engine, QueueFull, TokenChunk
-from ..models import Message
 from . import replies
 from .replies import DATABASE_DOWN, Prepared, Reply, ReplyRefused
 
@@ -286,7 +285,7 @@ class InferenceWorker:
         queue without end: the customer hears why and may retry."""
         log.warning("reply %s refused: %d replies already wait for the engine", message_id, len(self.waiting))
         message = await database_sync_to_async(services.reply_finish)(
-            message_id=message_id, text="", status=Message.Status.FAILED, token_count=0, error=QUEUE_FULL_ERROR
+            message_id=message_id, text="", finish_reason="error", token_count=0, error=QUEUE_FULL_ERROR
         )
         if message is not None:
             done = events.done_event(message.id, "", message.status, message.error)

@@ -23,14 +23,6 @@ from ..models import Message
 
 log = logging.getLogger(__name__)
 
-FINISH_STATUS = {
-    "stop": Message.Status.COMPLETE,
-    "length": Message.Status.COMPLETE,
-    "cancelled": Message.Status.CANCELLED,
-    "timeout": Message.Status.FAILED,
-    "error": Message.Status.FAILED,
-}
-
 # The database is down or was restarted: the reply is retried, not failed.
 DATABASE_DOWN = (OperationalError, InterfaceError)
 
@@ -123,7 +115,7 @@ async def fail(*, message_id: int, error: str) -> None:
     """A reply that cannot be generated is stored as failed, with its reason for the agents; the
     customer's socket replaces the reason with the fixed text (``events.for_customer``)."""
     message = await database_sync_to_async(services.reply_finish)(
-        message_id=message_id, text="", status=Message.Status.FAILED, token_count=0, error=error
+        message_id=message_id, text="", finish_reason="error", token_count=0, error=error
     )
     if message is not None:
         done = events.done_event(message.id, "", message.status, message.error)
@@ -155,15 +147,14 @@ async def finish_save(reply: Reply) -> None:
     """The final save, once; its done frame is kept on the reply until it is published."""
     chunk = reply.finish
     assert chunk is not None and chunk.finish_reason is not None
-    status = FINISH_STATUS[chunk.finish_reason]
     error = chunk.error or ("the reply took too long" if chunk.finish_reason == "timeout" else "")
-    text = reply.text
-    if reply.silenced:  # keep only what the customer saw before the conversation left the bot
-        text, status = text[: reply.sent], Message.Status.CANCELLED
+    text, finish_reason = reply.text, chunk.finish_reason
+    if reply.silenced:  # the worker stopped it: keep only what the customer saw
+        text, finish_reason = text[: reply.sent], "cancelled"
     stored = await database_sync_to_async(services.reply_finish)(
         message_id=reply.message_id,
         text=text,
-        status=status,
+        finish_reason=finish_reason,
         token_count=reply.token_count,
         first_token_at=reply.first_token_at,
         error=error,

@@ -113,7 +113,7 @@ def test_claiming_a_reply_found_streaming_starts_it_again(conversation: Conversa
 def test_retry_queues_a_new_reply_after_a_failure(conversation: Conversation, clean_redis: Any) -> None:
     reply = services.message_send(conversation=conversation, text="hi").bot_message
     assert reply is not None
-    services.reply_finish(message_id=reply.id, text="", status="failed", token_count=0, error="boom")
+    services.reply_finish(message_id=reply.id, text="", finish_reason="error", token_count=0, error="boom")
     retried = services.reply_retry(conversation=conversation)
     assert retried.id != reply.id and retried.status == Message.Status.PENDING
 
@@ -121,7 +121,7 @@ def test_retry_queues_a_new_reply_after_a_failure(conversation: Conversation, cl
 def test_retry_refuses_when_the_last_reply_is_fine(conversation: Conversation, clean_redis: Any) -> None:
     reply = services.message_send(conversation=conversation, text="hi").bot_message
     assert reply is not None
-    services.reply_finish(message_id=reply.id, text="Hello", status="complete", token_count=2)
+    services.reply_finish(message_id=reply.id, text="Hello", finish_reason="stop", token_count=2)
     with pytest.raises(ChatError, match="retried"):
         services.reply_retry(conversation=conversation)
 

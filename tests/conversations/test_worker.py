@@ -270,12 +270,12 @@ async def test_a_reply_completing_after_a_takeover_is_stored_as_cancelled(custom
     await database_sync_to_async(services.reply_claim)(message_id=reply.id)
     await database_sync_to_async(services.conversation_takeover)(conversation=reply.conversation, agent=agent_user)
     finished = await database_sync_to_async(services.reply_finish)(
-        message_id=reply.id, text="the bot's last word", status="complete", token_count=4
+        message_id=reply.id, text="the bot's last word", finish_reason="stop", token_count=4
     )
     assert finished is not None and finished.status == "cancelled"
     # A second finish (a duplicate delivery) changes nothing.
     again = await database_sync_to_async(services.reply_finish)(
-        message_id=reply.id, text="something else", status="complete", token_count=2
+        message_id=reply.id, text="something else", finish_reason="stop", token_count=2
     )
     assert again is None and (await stored(reply.id)).text == "the bot's last word"
 
