@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_web_process_never_imports_torch() -> None:
     probe = (
         "import sys, django; django.setup();"
-        "import chatbot.asgi, chatbot.urls, conversations.consumers, conversations.worker;"
+        "import chatbot.asgi, chatbot.urls, conversations.worker;"
+        "import conversations.chat.consumers, conversations.workspace.consumers;"
         "import finetuning.urls, finetuning.views, finetuning.tasks;"
         "from django.urls import get_resolver; get_resolver().url_patterns;"
         "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules);"

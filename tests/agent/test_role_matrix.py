@@ -35,8 +35,8 @@ from django.urls import URLResolver, get_resolver, resolve
 from chatbot.asgi import application
 from chatbot.routing import websocket_urlpatterns
 from conversations import events, roles
-from conversations.consumers import AgentConsumer
 from conversations.models import Conversation, Correction, Feedback
+from conversations.workspace.consumers import AgentConsumer
 from finetuning import services as learning
 from finetuning.models import DatasetSnapshot, ModelVersion, Promotion, TrainingRun
 
