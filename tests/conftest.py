@@ -15,6 +15,8 @@ import pytest
 import redis
 from django.conf import settings
 
+from tests.capture import capture_events  # noqa: F401 (a fixture every test may ask for)
+
 # Set before anything reaches Redis (the channel layer is built on first use); test subprocesses
 # inherit them through the environment.
 TEST_PREFIX = f"test-{uuid.uuid4().hex[:8]}"

@@ -12,8 +12,7 @@ from django.test import Client
 from conversations import events
 from conversations.models import Conversation, Feedback, Message
 from conversations.worker import services as worker_services
-
-from .helpers import open_agent, open_chat, receive_until
+from tests.sockets import open_agent, open_chat, receive_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_redis")]
 

@@ -18,7 +18,7 @@ from conversations.chat import services as chat_services
 from conversations.inference.fake import FakeEngine
 from conversations.inference.types import TokenChunk
 from conversations.models import Conversation, Message
-from tests.agent.helpers import open_agent, open_chat, receive_until
+from tests.sockets import open_agent, open_chat, receive_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_redis")]
 

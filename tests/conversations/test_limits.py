@@ -19,8 +19,7 @@ from conversations.errors import ChatError
 from conversations.events import REPLY_FAILED_TEXT
 from conversations.inference.fake import FakeEngine
 from conversations.models import Conversation, Customer, Message
-
-from .helpers import chat_socket, receive_until
+from tests.sockets import chat_socket, receive_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_redis")]
 

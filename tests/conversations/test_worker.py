@@ -15,8 +15,7 @@ from conversations.inference.fake import FakeEngine
 from conversations.models import Message
 from conversations.worker import services as worker_services
 from conversations.workspace import services as workspace_services
-
-from .helpers import chat_socket, receive_until
+from tests.sockets import chat_socket, receive_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_redis")]
 

@@ -14,8 +14,8 @@ from conversations.events import REPLY_FAILED_TEXT
 from conversations.inference.fake import FakeEngine
 from conversations.worker import ConsumerNameTaken, InferenceWorker
 from conversations.worker import services as worker_services
+from tests.sockets import receive_until
 
-from .helpers import receive_until
 from .test_worker import LONG_REPLY, open_chat, stored, wait_for_heartbeat
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_redis")]
