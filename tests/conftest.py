@@ -133,6 +133,17 @@ def conversation(customer: Any) -> Any:
     return Conversation.objects.create(customer=customer)
 
 
+@pytest.fixture
+def bot_reply(conversation: Any) -> Any:
+    """A bot reply in ``conversation``, answered through the services the worker calls."""
+    from conversations.chat import services as chat_services
+    from conversations.worker import services as worker_services
+
+    reply = chat_services.message_send(conversation=conversation, text="hi").bot_message
+    worker_services.reply_claim(message_id=reply.id)
+    return worker_services.reply_finish(message_id=reply.id, text="Hello", finish_reason="stop", token_count=1)
+
+
 @pytest.fixture(scope="session")
 def live_system(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
     """daphne and the real inference worker as processes on the test database (tests/e2e/live.py)."""

@@ -179,9 +179,10 @@ class ChatConsumer(JsonSocket):
             return selectors.conversation_of_customer(customer, wanted[0])
         return services.conversation_current(customer=customer)
 
-    def _stop(self) -> Message | None:
+    def _stop(self) -> None:
         reply = selectors.reply_in_flight(self.conversation)
-        return services.reply_stop(message=reply) if reply else None
+        if reply is not None:
+            services.reply_stop(message=reply)
 
     def _feedback(self, frame: dict[str, Any]) -> tuple[Message, Feedback | None]:
         message = message_in(self.conversation, frame.get("message_id"))

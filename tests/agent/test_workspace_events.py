@@ -9,7 +9,6 @@ import pytest
 
 from conversations.chat import services as chat_services
 from conversations.models import Conversation, Message
-from conversations.worker import services as worker_services
 from conversations.workspace import services as workspace_services
 from tests.capture import CaptureEvents
 
@@ -71,21 +70,11 @@ def test_an_agents_resend_sends_nothing(
     assert sent.frames() == []
 
 
-def bot_reply(conversation: Conversation) -> Message:
-    reply = chat_services.message_send(conversation=conversation, text="hi").bot_message
-    assert reply is not None
-    worker_services.reply_claim(message_id=reply.id)
-    finished = worker_services.reply_finish(message_id=reply.id, text="Hello", finish_reason="stop", token_count=1)
-    assert finished is not None
-    return finished
-
-
 def test_an_agents_rating_reaches_the_agents_only(
-    conversation: Conversation, agent_user: Any, capture_events: CaptureEvents
+    bot_reply: Message, agent_user: Any, capture_events: CaptureEvents
 ) -> None:
-    reply = bot_reply(conversation)
     with capture_events() as sent:
-        chat_services.feedback_set(message=reply, source="agent", positive=False, reason="wrong", author=agent_user)
+        chat_services.feedback_set(message=bot_reply, source="agent", positive=False, reason="wrong", author=agent_user)
     assert sent.frames() == [("agents", "review"), ("agents", "inbox")]
     review, inbox = sent.to_agents()
     assert review["agent_feedback"]["positive"] is False
@@ -94,16 +83,15 @@ def test_an_agents_rating_reaches_the_agents_only(
 
 @pytest.mark.parametrize(("text", "stored"), [("Tomorrow, by noon.", "Tomorrow, by noon."), ("  ", "")])
 def test_a_correction_reaches_the_agents_only(
-    conversation: Conversation, agent_user: Any, capture_events: CaptureEvents, text: str, stored: str
+    bot_reply: Message, agent_user: Any, capture_events: CaptureEvents, text: str, stored: str
 ) -> None:
-    reply = bot_reply(conversation)
     with capture_events() as sent:
-        workspace_services.correction_set(message=reply, text=text, author=agent_user)
+        workspace_services.correction_set(message=bot_reply, text=text, author=agent_user)
     assert sent.frames() == [("agents", "review")]
     assert sent.to_agents()[0] == {
         "type": "review",
-        "conversation_id": str(conversation.id),
-        "message_id": reply.id,
+        "conversation_id": str(bot_reply.conversation_id),
+        "message_id": bot_reply.id,
         "correction": stored,
     }
 

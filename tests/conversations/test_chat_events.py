@@ -129,25 +129,15 @@ def test_a_new_conversation_shows_the_old_one_closed(
     assert sent.to_agents()[0]["conversation"]["status"] == Conversation.Status.CLOSED
 
 
-def answered(conversation: Conversation) -> Message:
-    reply = chat_services.message_send(conversation=conversation, text="hi").bot_message
-    assert reply is not None
-    worker_services.reply_claim(message_id=reply.id)
-    finished = worker_services.reply_finish(message_id=reply.id, text="Hello", finish_reason="stop", token_count=1)
-    assert finished is not None
-    return finished
-
-
 @pytest.mark.parametrize("positive", [True, False, None])
 def test_a_customers_rating_reaches_the_agents_only(
-    conversation: Conversation, capture_events: CaptureEvents, positive: bool | None
+    bot_reply: Message, capture_events: CaptureEvents, positive: bool | None
 ) -> None:
-    reply = answered(conversation)
     with capture_events() as sent:
-        chat_services.feedback_set(message=reply, source="customer", positive=positive)
+        chat_services.feedback_set(message=bot_reply, source="customer", positive=positive)
     assert sent.frames() == [("agents", "review"), ("agents", "inbox")]
     review = sent.to_agents()[0]
-    assert review["message_id"] == reply.id
+    assert review["message_id"] == bot_reply.id
     assert (review["customer_feedback"] or {}).get("positive") == positive
 
 
