@@ -1,6 +1,7 @@
 from django.urls import path
 
-from conversations.consumers import AgentConsumer, ChatConsumer
+from conversations.chat.consumers import ChatConsumer
+from conversations.workspace.consumers import AgentConsumer
 from finetuning.consumers import TrainingRunConsumer
 
 websocket_urlpatterns = [

@@ -5,15 +5,24 @@ which the customer's sockets and the agents watching it join: only frames a cust
 there, and ``for_customer`` filters again on the customer's side. Everything agent-only (the inbox,
 ratings, notes, corrections, tags) goes to the ``agents`` group, which only agent sockets join.
 Payloads are the wire frames of docs/protocol.md.
+
+A write names its frames as ``Event``s and sends them with ``send_on_commit``: an action sends
+its events, after its commit, so no frame tells of a row that a rollback took back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.db import transaction
+
+from . import selectors
+from .models import Conversation, Message
 
 EVENT_HANDLER = "conversation.event"  # dispatched to ``conversation_event`` on each consumer
 AGENTS_GROUP = "agents"
@@ -60,14 +69,45 @@ def group_name(conversation_id: UUID | str) -> str:
     return f"conversation.{conversation_id}"
 
 
+@dataclass(frozen=True)
+class Event:
+    """A frame and its recipients: one conversation's group, or the agents' group."""
+
+    group: str
+    payload: dict[str, Any]
+
+    @property
+    def handler(self) -> str:
+        return AGENTS_HANDLER if self.group == AGENTS_GROUP else EVENT_HANDLER
+
+
+def to_conversation(conversation_id: UUID | str, payload: dict[str, Any]) -> Event:
+    """For the conversation's customer and the agents watching it: customer-safe frames only."""
+    return Event(group_name(conversation_id), payload)
+
+
+def to_agents(payload: dict[str, Any]) -> Event:
+    return Event(AGENTS_GROUP, payload)
+
+
+def send_on_commit(*events: Event) -> None:
+    """Send the events once the current transaction commits (at once outside one). Robust: the
+    write stands when Redis refuses the frames, and a page that reconnects reads it from history."""
+    transaction.on_commit(lambda: deliver(events), robust=True)
+
+
+def deliver(events: Sequence[Event]) -> None:
+    async_to_sync(_send_all)(events)
+
+
+async def _send_all(events: Sequence[Event]) -> None:
+    for event in events:
+        await _layer().group_send(event.group, {"type": event.handler, "payload": event.payload})
+
+
 async def publish(conversation_id: UUID | str, payload: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    assert layer is not None, "CHANNEL_LAYERS is not configured"
-    await layer.group_send(group_name(conversation_id), {"type": EVENT_HANDLER, "payload": payload})
-
-
-def publish_sync(conversation_id: UUID | str, payload: dict[str, Any]) -> None:
-    async_to_sync(publish)(conversation_id, payload)
+    """One frame to a conversation's group now: for the worker, which publishes after its own saves."""
+    await _send_all([to_conversation(conversation_id, payload)])
 
 
 def message_event(message_payload: dict[str, Any]) -> dict[str, Any]:
@@ -158,11 +198,7 @@ async def conversation_leave(conversation_id: UUID | str, channel_name: str) -> 
 
 
 async def publish_agents(payload: dict[str, Any]) -> None:
-    await _layer().group_send(AGENTS_GROUP, {"type": AGENTS_HANDLER, "payload": payload})
-
-
-def publish_agents_sync(payload: dict[str, Any]) -> None:
-    async_to_sync(publish_agents)(payload)
+    await _send_all([to_agents(payload)])
 
 
 def _layer() -> Any:
@@ -179,3 +215,38 @@ def inbox_event(item: dict[str, Any], *, alert: bool = False) -> dict[str, Any]:
 def review_event(conversation_id: str, review: dict[str, Any]) -> dict[str, Any]:
     """Agent-only state of a conversation or a reply changed (tags, note, flags, rating, correction)."""
     return {"type": "review", "conversation_id": conversation_id, **review}
+
+
+def inbox_changed(conversation: Conversation, *, alert: bool = False) -> Event:
+    """The conversation's inbox row, read afresh; ``alert`` only counts while it waits for an agent."""
+    return _inbox_row(selectors.conversation_fresh(conversation.id), alert=alert)
+
+
+def status_changed(conversation: Conversation, *, alert: bool = False) -> list[Event]:
+    """A conversation changed hands or closed: its group hears the new state, and the inbox too."""
+    fresh = selectors.conversation_fresh(conversation.id)
+    return [to_conversation(fresh.id, _status(fresh)), _inbox_row(fresh, alert=alert)]
+
+
+def status_frame(conversation: Conversation) -> dict[str, Any]:
+    """The conversation's state as stored now, as its ``status`` frame."""
+    return _status(selectors.conversation_fresh(conversation.id))
+
+
+def _status(fresh: Conversation) -> dict[str, Any]:
+    return status_event(selectors.conversation_payload(fresh))
+
+
+def _inbox_row(fresh: Conversation, *, alert: bool) -> Event:
+    return to_agents(
+        inbox_event(selectors.inbox_item(fresh), alert=alert and fresh.status == Conversation.Status.WAITING)
+    )
+
+
+def message_sent(message: Message) -> Event:
+    """A message, new or changed, for the conversation's group."""
+    return to_conversation(message.conversation_id, message_event(selectors.message_payload(message)))
+
+
+def reply_done(message: Message) -> Event:
+    return to_conversation(message.conversation_id, done_event(message.id, message.text, message.status, message.error))

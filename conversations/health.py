@@ -155,6 +155,5 @@ def worker_restarting_announce() -> int:
             "conversation_id", flat=True
         )
     )
-    for conversation_id in conversation_ids:
-        events.publish_sync(conversation_id, WORKER_RESTARTING_NOTICE)
+    events.deliver([events.to_conversation(c, WORKER_RESTARTING_NOTICE) for c in conversation_ids])
     return len(conversation_ids)

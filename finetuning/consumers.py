@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from channels.db import database_sync_to_async
 
-from conversations.consumers import CLOSE_NOT_FOUND, RoleCheckedConsumer
+from conversations.sockets import CLOSE_NOT_FOUND, RoleCheckedConsumer
 
 from . import events, selectors
 from .models import TrainingRun
@@ -29,7 +28,7 @@ class TrainingRunConsumer(RoleCheckedConsumer):
         self.run_id = run_id
         await events.run_join(run_id, self.channel_name)  # join first: no change falls between
         await self.accept()
-        await self._send({"type": "run", "run": await database_sync_to_async(self._payload)()})
+        await self.send_json({"type": "run", "run": await database_sync_to_async(self._payload)()})
 
     async def disconnect(self, code: int) -> None:
         if self.run_id is not None:
@@ -38,14 +37,11 @@ class TrainingRunConsumer(RoleCheckedConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if await self._role_holds(max_age_s=0):
-            await self._send({"type": "error", "code": "read_only", "detail": "This socket only sends."})
+            await self.send_json({"type": "error", "code": "read_only", "detail": "This socket only sends."})
 
     async def training_run(self, event: dict[str, Any]) -> None:
         if await self._role_holds(max_age_s=self.role_recheck_s):
-            await self._send(event["payload"])
+            await self.send_json(event["payload"])
 
     def _payload(self) -> dict[str, Any]:
         return selectors.run_payload(TrainingRun.objects.select_related("version").get(id=self.run_id))
-
-    async def _send(self, frame: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(frame))

@@ -15,6 +15,8 @@ import pytest
 import redis
 from django.conf import settings
 
+from tests.capture import capture_events  # noqa: F401 (a fixture every test may ask for)
+
 # Set before anything reaches Redis (the channel layer is built on first use); test subprocesses
 # inherit them through the environment.
 TEST_PREFIX = f"test-{uuid.uuid4().hex[:8]}"
@@ -129,6 +131,17 @@ def conversation(customer: Any) -> Any:
     from conversations.models import Conversation
 
     return Conversation.objects.create(customer=customer)
+
+
+@pytest.fixture
+def bot_reply(conversation: Any) -> Any:
+    """A bot reply in ``conversation``, answered through the services the worker calls."""
+    from conversations.chat import services as chat_services
+    from conversations.worker import services as worker_services
+
+    reply = chat_services.message_send(conversation=conversation, text="hi").bot_message
+    worker_services.reply_claim(message_id=reply.id)
+    return worker_services.reply_finish(message_id=reply.id, text="Hello", finish_reason="stop", token_count=1)
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ from django.db import connections
 from django.test import Client
 
 from conversations import dispatch, health
-from conversations.consumers import history_frame
 from conversations.models import Conversation
+from conversations.selectors import history_frame
 from tests.e2e.live import free_port
 
 

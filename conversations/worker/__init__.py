@@ -1,8 +1,8 @@
-"""The inference worker: ``loops`` (the worker's loops and their supervision) and ``replies``
-(a reply's lifecycle). The Redis stream protocol is ``conversations.dispatch``; prompt building
-is ``conversations.prompts``."""
+"""The inference worker: ``loops`` (the worker's loops and their supervision), ``replies`` (a
+reply's lifecycle, which publishes after each save) and ``services`` (the worker's writes). The
+Redis stream protocol is ``conversations.dispatch``; prompt building is ``conversations.prompts``."""
 
 from .loops import ConsumerNameTaken, InferenceWorker
-from .replies import FINISH_STATUS, Reply
+from .replies import Reply
 
-__all__ = ["FINISH_STATUS", "ConsumerNameTaken", "InferenceWorker", "Reply"]
+__all__ = ["ConsumerNameTaken", "InferenceWorker", "Reply"]

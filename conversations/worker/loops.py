@@ -29,9 +29,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from .. import dispatch, events, selectors, services
+from .. import dispatch, selectors
 from ..inference.types import Engine, QueueFull, TokenChunk
-from ..models import Message
 from . import replies
 from .replies import DATABASE_DOWN, Prepared, Reply, ReplyRefused
 
@@ -285,13 +284,7 @@ class InferenceWorker:
         """Past ``INFERENCE_MAX_WAITING`` a reply fails at once, before it is claimed, rather than
         queue without end: the customer hears why and may retry."""
         log.warning("reply %s refused: %d replies already wait for the engine", message_id, len(self.waiting))
-        message = await database_sync_to_async(services.reply_finish)(
-            message_id=message_id, text="", status=Message.Status.FAILED, token_count=0, error=QUEUE_FULL_ERROR
-        )
-        if message is not None:
-            done = events.done_event(message.id, "", message.status, message.error)
-            await replies.publish_quietly(str(message.conversation_id), done)
-            await replies.publish_quietly(str(message.conversation_id), QUEUE_FULL_NOTICE)
+        await replies.fail(message_id=message_id, error=QUEUE_FULL_ERROR, notice=QUEUE_FULL_NOTICE)
         await self._ack(entry_id)
 
     def _submit_waiting(self) -> None:
@@ -340,9 +333,7 @@ class InferenceWorker:
         for prepared in self.waiting:
             if not prepared.told_busy:
                 prepared.told_busy = True
-                asyncio.get_running_loop().create_task(
-                    replies.publish_quietly(prepared.reply.conversation_id, BUSY_NOTICE)
-                )
+                asyncio.get_running_loop().create_task(replies.tell(prepared.reply, BUSY_NOTICE))
 
     async def _cancel_once(self) -> None:
         """Wait up to a second for a stop; a broken subscription (Redis restarted) is made again."""

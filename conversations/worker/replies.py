@@ -17,19 +17,11 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from .. import events, prompts, selectors, services
+from .. import events, prompts, selectors
 from ..inference.types import Engine, GenerationRequest, TokenChunk
-from ..models import Message
+from . import services
 
 log = logging.getLogger(__name__)
-
-FINISH_STATUS = {
-    "stop": Message.Status.COMPLETE,
-    "length": Message.Status.COMPLETE,
-    "cancelled": Message.Status.CANCELLED,
-    "timeout": Message.Status.FAILED,
-    "error": Message.Status.FAILED,
-}
 
 # The database is down or was restarted: the reply is retried, not failed.
 DATABASE_DOWN = (OperationalError, InterfaceError)
@@ -81,7 +73,7 @@ def prepare(*, message_id: int, entry_id: str, engine: Engine, consumer: str) ->
     if version is not None and adapter and version.serve_error:
         raise ReplyRefused(unservable_error(version.name))
     model_name = engine.model_name + (f"+{adapter}" if adapter else "")
-    Message.objects.filter(id=message.id).update(model_name=model_name)
+    services.reply_model_set(message_id=message.id, model_name=model_name)
     request = GenerationRequest(
         request_id=str(message.id),
         prompt_ids=tuple(
@@ -119,15 +111,22 @@ async def announce_claimed(reply: Reply) -> None:
     await publish_quietly(reply.conversation_id, events.message_event(payload))
 
 
-async def fail(*, message_id: int, error: str) -> None:
-    """A reply that cannot be generated is stored as failed, with its reason for the agents; the
-    customer's socket replaces the reason with the fixed text (``events.for_customer``)."""
+async def fail(*, message_id: int, error: str, notice: dict[str, Any] | None = None) -> None:
+    """A reply that cannot be generated is stored as failed, with its reason for the agents (the
+    customer's socket replaces it with the fixed text, ``events.for_customer``), then ``notice``."""
     message = await database_sync_to_async(services.reply_finish)(
-        message_id=message_id, text="", status=Message.Status.FAILED, token_count=0, error=error
+        message_id=message_id, text="", finish_reason="error", token_count=0, error=error
     )
     if message is not None:
         done = events.done_event(message.id, "", message.status, message.error)
         await publish_quietly(str(message.conversation_id), done)
+        if notice is not None:
+            await publish_quietly(str(message.conversation_id), notice)
+
+
+async def tell(reply: Reply, notice: dict[str, Any]) -> None:
+    """A notice about the reply (it waits for the engine), best effort."""
+    await publish_quietly(reply.conversation_id, notice)
 
 
 async def progress_save(replies: dict[int, Reply]) -> set[int]:
@@ -155,15 +154,14 @@ async def finish_save(reply: Reply) -> None:
     """The final save, once; its done frame is kept on the reply until it is published."""
     chunk = reply.finish
     assert chunk is not None and chunk.finish_reason is not None
-    status = FINISH_STATUS[chunk.finish_reason]
     error = chunk.error or ("the reply took too long" if chunk.finish_reason == "timeout" else "")
-    text = reply.text
-    if reply.silenced:  # keep only what the customer saw before the conversation left the bot
-        text, status = text[: reply.sent], Message.Status.CANCELLED
+    text, finish_reason = reply.text, chunk.finish_reason
+    if reply.silenced:  # the worker stopped it: keep only what the customer saw
+        text, finish_reason = text[: reply.sent], "cancelled"
     stored = await database_sync_to_async(services.reply_finish)(
         message_id=reply.message_id,
         text=text,
-        status=status,
+        finish_reason=finish_reason,
         token_count=reply.token_count,
         first_token_at=reply.first_token_at,
         error=error,

@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from conversations import events, selectors, services
+from conversations import events, selectors
+from conversations.chat import services as chat_services
 from conversations.models import Conversation, Correction, Customer, Feedback, Message
+from conversations.workspace import services as workspace_services
 from finetuning.models import ModelVersion
 from tests.e2e.browser import signed_in_context
 from tests.e2e.live import LiveSystem
@@ -185,8 +187,8 @@ def test_the_agent_pages_show_every_text_as_text_and_keep_latency_flags_and_filt
         model_version=version,
         model_name="smollm2+tuned-7",
     )
-    services.feedback_set(message=first, source="customer", positive=False, reason="wrong", comment="No! " + IMG)
-    services.conversation_review(conversation=payloaded, tags=[IMG, SCRIPT], note=f"Note {SCRIPT} {IMG}")
+    chat_services.feedback_set(message=first, source="customer", positive=False, reason="wrong", comment="No! " + IMG)
+    workspace_services.conversation_review(conversation=payloaded, tags=[IMG, SCRIPT], note=f"Note {SCRIPT} {IMG}")
     plain = Conversation.objects.create(customer=Customer.objects.create(display_name="Bob"))
     (plain_reply,) = add_messages(plain, ("customer", "Hello"), ("bot", "Hi there"))[1:]
 
@@ -203,7 +205,7 @@ def test_the_agent_pages_show_every_text_as_text_and_keep_latency_flags_and_filt
     assert agent.locator(f"{plain_row} .flag").count() == 0
 
     # An agent's thumbs down elsewhere: the negative flag appears live.
-    rating = services.feedback_set(
+    rating = chat_services.feedback_set(
         message=plain_reply, source="agent", positive=False, reason="rude", author=agent_user
     )
     assert rating is not None
@@ -215,7 +217,7 @@ def test_the_agent_pages_show_every_text_as_text_and_keep_latency_flags_and_filt
     agent.wait_for_selector(f"{plain_row} .flag.negative")
 
     # Reviewed elsewhere: the flag appears and the row says it no longer matches "not reviewed".
-    services.conversation_review(conversation=payloaded, reviewed=True)
+    workspace_services.conversation_review(conversation=payloaded, reviewed=True)
     publish_to_agents(events.review_event(str(payloaded.id), {"reviewed": True}))
     agent.wait_for_selector(f"{row}.stale .flag.reviewed")
     assert "No longer matches the filters (reviewed)" in agent.text_content(f"{row} .stale-note")
@@ -298,9 +300,9 @@ def publish_to_agents(payload: dict[str, Any]) -> None:
     """What the server publishes to the agents' group. From a thread of its own: Playwright's sync
     API keeps an event loop in this one, and ``async_to_sync`` refuses to run beside it."""
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(events.publish_agents_sync, payload).result()
+        pool.submit(events.deliver, [events.to_agents(payload)]).result()
 
 
 def publish_to_conversation(conversation_id: Any, payload: dict[str, Any]) -> None:
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(events.publish_sync, conversation_id, payload).result()
+        pool.submit(events.deliver, [events.to_conversation(conversation_id, payload)]).result()

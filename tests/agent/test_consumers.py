@@ -11,8 +11,8 @@ from django.test import Client
 
 from conversations import events
 from conversations.models import Conversation, Feedback, Message
-
-from .helpers import open_agent, open_chat, receive_until
+from conversations.worker import services as worker_services
+from tests.sockets import open_agent, open_chat, receive_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_redis")]
 
@@ -256,15 +256,13 @@ async def test_starting_a_new_conversation_shows_the_old_one_closed_to_agents(cu
 
 
 async def test_a_reply_the_worker_refuses_after_a_takeover_is_shown_cancelled(customer: Any, agent_user: Any) -> None:
-    from conversations import services
-
     chat, history = await open_chat(customer)
     conversation = await database_sync_to_async(Conversation.objects.get)(id=history["conversation"]["id"])
     reply = await database_sync_to_async(Message.objects.create)(
         conversation=conversation, role="bot", status="pending"
     )
     await database_sync_to_async(Conversation.objects.filter(id=conversation.id).update)(status="agent")
-    assert await database_sync_to_async(services.reply_claim)(message_id=reply.id) is None
+    assert await database_sync_to_async(worker_services.reply_claim)(message_id=reply.id) is None
     done = (await receive_until(chat, "done"))[-1]
     assert (done["message_id"], done["status"]) == (reply.id, "cancelled")
     await chat.disconnect()

@@ -35,13 +35,13 @@ from django.urls import URLResolver, get_resolver, resolve
 from chatbot.asgi import application
 from chatbot.routing import websocket_urlpatterns
 from conversations import events, roles
-from conversations.consumers import AgentConsumer
 from conversations.models import Conversation, Correction, Feedback
+from conversations.workspace.consumers import AgentConsumer
 from finetuning import services as learning
 from finetuning.models import DatasetSnapshot, ModelVersion, Promotion, TrainingRun
+from tests.sockets import HEADERS, customer_session, open_agent, receive_until, user_session
 
 from .conftest import add_messages, customer_client, user_client
-from .helpers import HEADERS, customer_session, open_agent, receive_until, user_session
 
 PERSONAS = ["anonymous", "customer_a", "customer_b", "plain_user", "agent", "admin"]
 

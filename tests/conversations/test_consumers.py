@@ -10,8 +10,7 @@ from channels.db import database_sync_to_async
 from django.test import override_settings
 
 from conversations.models import Conversation, Message
-
-from .helpers import chat_socket, receive_until
+from tests.sockets import chat_socket, receive_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_redis")]
 

@@ -14,10 +14,11 @@ from channels.db import database_sync_to_async
 from django.test import Client
 
 from conversations import events
+from conversations.chat import services as chat_services
 from conversations.inference.fake import FakeEngine
 from conversations.inference.types import TokenChunk
 from conversations.models import Conversation, Message
-from tests.agent.helpers import open_agent, open_chat, receive_until
+from tests.sockets import open_agent, open_chat, receive_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_redis")]
 
@@ -201,7 +202,7 @@ def test_it_filters_a_history_frame_built_for_agents() -> None:
 def test_it_hides_a_stored_internal_error_in_the_history_a_customer_gets(customer: Any) -> None:
     conversation = Conversation.objects.create(customer=customer)
     Message.objects.create(conversation=conversation, role="bot", status="failed", error=INTERNAL_ERROR[:200])
-    from conversations.consumers import history_frame
+    from conversations.selectors import history_frame
 
     frame = events.for_customer(history_frame(conversation))
     assert frame is not None
@@ -210,13 +211,12 @@ def test_it_hides_a_stored_internal_error_in_the_history_a_customer_gets(custome
 
 @pytest.mark.browser
 def test_the_chat_page_shows_a_failed_reply_as_the_fixed_message(fake_system: Any, browser: Any) -> None:
-    from conversations import services
     from conversations.models import Customer
 
     page = browser.new_context().new_page()
     page.goto(fake_system.url + "/")
     page.wait_for_selector("#connection.online")
-    conversation = services.conversation_current(customer=Customer.objects.order_by("-created_at").first())
+    conversation = chat_services.conversation_current(customer=Customer.objects.order_by("-created_at").first())
     Message.objects.create(conversation=conversation, role="customer", text="where is my parcel?")
     Message.objects.create(conversation=conversation, role="bot", status="failed", error=INTERNAL_ERROR[:200])
     page.reload()

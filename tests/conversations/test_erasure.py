@@ -283,7 +283,7 @@ async def test_a_chat_open_while_its_customer_is_erased_is_closed_so_the_page_st
 ) -> None:
     from channels.db import database_sync_to_async
 
-    from .helpers import chat_socket
+    from tests.sockets import chat_socket
 
     socket = await chat_socket(customer)
     connected, _ = await socket.connect()

@@ -14,13 +14,12 @@ from channels.testing import WebsocketCommunicator
 from django.db import connection, transaction
 from django.test import Client, override_settings
 
-from conversations import services
+from conversations.chat import services as chat_services
+from conversations.errors import ChatError
 from conversations.events import REPLY_FAILED_TEXT
 from conversations.inference.fake import FakeEngine
 from conversations.models import Conversation, Customer, Message
-from conversations.services import ChatError
-
-from .helpers import chat_socket, receive_until
+from tests.sockets import chat_socket, receive_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_redis")]
 
@@ -135,13 +134,13 @@ async def test_frames_from_one_address_past_the_limit_are_refused(
 
 @override_settings(CHAT_RATE_LIMIT_MESSAGES=3, CHAT_RATE_LIMIT_WINDOW_S=60)
 def test_retries_count_against_the_customers_message_limit(conversation: Conversation) -> None:
-    services.message_send(conversation=conversation, text="hello")
+    chat_services.message_send(conversation=conversation, text="hello")
     for _ in range(2):
         Message.objects.filter(role="bot").update(status="failed")
-        services.reply_retry(conversation=conversation)
+        chat_services.reply_retry(conversation=conversation)
     Message.objects.filter(role="bot").update(status="failed")
     with pytest.raises(ChatError) as error:
-        services.reply_retry(conversation=conversation)
+        chat_services.reply_retry(conversation=conversation)
     assert error.value.code == "rate_limited"
     assert conversation.messages.filter(role="bot").count() == 3
 
@@ -167,7 +166,7 @@ def test_the_message_limit_is_checked_in_the_same_lock_as_the_write(customer: An
     thread.start()
     assert writing.wait(10)
     with pytest.raises(ChatError) as error:
-        services.message_send(conversation=conversation, text="second")
+        chat_services.message_send(conversation=conversation, text="second")
     thread.join()
     assert error.value.code == "rate_limited"
     assert Message.objects.filter(role="customer").count() == 1

@@ -6,9 +6,11 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from conversations import dispatch, services
+from conversations import dispatch
+from conversations.chat import services as chat_services
+from conversations.errors import ChatError
 from conversations.models import Conversation, Message
-from conversations.services import ChatError
+from conversations.worker import services as worker_services
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +24,7 @@ def test_it_stores_the_message_and_a_pending_reply_then_requests_generation(
     conversation: Conversation, clean_redis: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     with django_capture_on_commit_callbacks(execute=True):
-        result = services.message_send(conversation=conversation, text="  Where is my order?  ", client_id="c-1")
+        result = chat_services.message_send(conversation=conversation, text="  Where is my order?  ", client_id="c-1")
     assert result.created
     assert result.customer_message.text == "Where is my order?"
     assert result.bot_message is not None and result.bot_message.status == Message.Status.PENDING
@@ -30,8 +32,8 @@ def test_it_stores_the_message_and_a_pending_reply_then_requests_generation(
 
 
 def test_it_does_not_store_a_resend_twice(conversation: Conversation, clean_redis: Any) -> None:
-    first = services.message_send(conversation=conversation, text="hello", client_id="same")
-    again = services.message_send(conversation=conversation, text="hello", client_id="same")
+    first = chat_services.message_send(conversation=conversation, text="hello", client_id="same")
+    again = chat_services.message_send(conversation=conversation, text="hello", client_id="same")
     assert not again.created
     assert again.customer_message.id == first.customer_message.id
     assert conversation.messages.filter(role="customer").count() == 1
@@ -49,14 +51,14 @@ def test_it_does_not_store_a_resend_twice(conversation: Conversation, clean_redi
 )
 def test_it_rejects_bad_text_and_stores_nothing(conversation: Conversation, text: Any, code: str) -> None:
     with pytest.raises(ChatError) as error:
-        services.message_send(conversation=conversation, text=text)
+        chat_services.message_send(conversation=conversation, text=text)
     assert error.value.code == code
     assert not conversation.messages.exists()
 
 
 def test_it_rejects_a_malformed_client_id(conversation: Conversation) -> None:
     with pytest.raises(ChatError, match="client_id"):
-        services.message_send(conversation=conversation, text="hi", client_id="x" * 65)
+        chat_services.message_send(conversation=conversation, text="hi", client_id="x" * 65)
     assert not conversation.messages.exists()
 
 
@@ -64,70 +66,70 @@ def test_it_rejects_a_malformed_client_id(conversation: Conversation) -> None:
 def test_it_rate_limits_a_customer_across_conversations(customer: Any, clean_redis: Any) -> None:
     first = Conversation.objects.create(customer=customer)
     for i in range(3):
-        services.message_send(conversation=first, text=f"m{i}")
+        chat_services.message_send(conversation=first, text=f"m{i}")
         Message.objects.filter(role="bot").update(status="complete")
     second = Conversation.objects.create(customer=customer)
     with pytest.raises(ChatError) as error:
-        services.message_send(conversation=second, text="one more")
+        chat_services.message_send(conversation=second, text="one more")
     assert error.value.code == "rate_limited"
     assert not second.messages.exists()
 
 
 def test_it_refuses_a_second_question_while_the_bot_is_answering(conversation: Conversation, clean_redis: Any) -> None:
-    services.message_send(conversation=conversation, text="first")
+    chat_services.message_send(conversation=conversation, text="first")
     with pytest.raises(ChatError) as error:
-        services.message_send(conversation=conversation, text="second")
+        chat_services.message_send(conversation=conversation, text="second")
     assert error.value.code == "reply_in_progress"
 
 
 def test_the_bot_stays_silent_when_the_conversation_is_not_with_it(conversation: Conversation) -> None:
     Conversation.objects.filter(id=conversation.id).update(status=Conversation.Status.AGENT)
-    result = services.message_send(conversation=conversation, text="hello person")
+    result = chat_services.message_send(conversation=conversation, text="hello person")
     assert result.created and result.bot_message is None
 
 
 def test_it_refuses_messages_in_a_closed_conversation(conversation: Conversation) -> None:
     Conversation.objects.filter(id=conversation.id).update(status=Conversation.Status.CLOSED)
     with pytest.raises(ChatError, match="closed"):
-        services.message_send(conversation=conversation, text="hello?")
+        chat_services.message_send(conversation=conversation, text="hello?")
 
 
 def test_stop_cancels_a_pending_reply_at_once(conversation: Conversation, clean_redis: Any) -> None:
-    reply = services.message_send(conversation=conversation, text="hi").bot_message
+    reply = chat_services.message_send(conversation=conversation, text="hi").bot_message
     assert reply is not None
-    stopped = services.reply_stop(message=reply)
+    stopped = chat_services.reply_stop(message=reply)
     assert stopped.status == Message.Status.CANCELLED
-    assert services.reply_claim(message_id=reply.id) is None  # the worker will skip it
+    assert worker_services.reply_claim(message_id=reply.id) is None  # the worker will skip it
 
 
 def test_claiming_a_reply_found_streaming_starts_it_again(conversation: Conversation, clean_redis: Any) -> None:
-    reply = services.message_send(conversation=conversation, text="hi").bot_message
+    reply = chat_services.message_send(conversation=conversation, text="hi").bot_message
     assert reply is not None
-    services.reply_claim(message_id=reply.id)
+    worker_services.reply_claim(message_id=reply.id)
     Message.objects.filter(id=reply.id).update(text="half a rep", token_count=3)
-    reclaimed = services.reply_claim(message_id=reply.id)
+    reclaimed = worker_services.reply_claim(message_id=reply.id)
     assert reclaimed is not None
     assert (reclaimed.status, reclaimed.text, reclaimed.token_count) == ("streaming", "", 0)
 
 
 def test_retry_queues_a_new_reply_after_a_failure(conversation: Conversation, clean_redis: Any) -> None:
-    reply = services.message_send(conversation=conversation, text="hi").bot_message
+    reply = chat_services.message_send(conversation=conversation, text="hi").bot_message
     assert reply is not None
-    services.reply_finish(message_id=reply.id, text="", status="failed", token_count=0, error="boom")
-    retried = services.reply_retry(conversation=conversation)
+    worker_services.reply_finish(message_id=reply.id, text="", finish_reason="error", token_count=0, error="boom")
+    retried = chat_services.reply_retry(conversation=conversation)
     assert retried.id != reply.id and retried.status == Message.Status.PENDING
 
 
 def test_retry_refuses_when_the_last_reply_is_fine(conversation: Conversation, clean_redis: Any) -> None:
-    reply = services.message_send(conversation=conversation, text="hi").bot_message
+    reply = chat_services.message_send(conversation=conversation, text="hi").bot_message
     assert reply is not None
-    services.reply_finish(message_id=reply.id, text="Hello", status="complete", token_count=2)
+    worker_services.reply_finish(message_id=reply.id, text="Hello", finish_reason="stop", token_count=2)
     with pytest.raises(ChatError, match="retried"):
-        services.reply_retry(conversation=conversation)
+        chat_services.reply_retry(conversation=conversation)
 
 
 def test_a_new_conversation_closes_the_open_one(customer: Any, conversation: Conversation) -> None:
-    fresh = services.conversation_start(customer=customer)
+    fresh = chat_services.conversation_start(customer=customer)
     conversation.refresh_from_db()
     assert conversation.status == Conversation.Status.CLOSED
-    assert services.conversation_current(customer=customer) == fresh
+    assert chat_services.conversation_current(customer=customer) == fresh

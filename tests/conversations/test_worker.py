@@ -9,11 +9,13 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import override_settings
 
+from conversations.chat import services as chat_services
 from conversations.events import REPLY_FAILED_TEXT
 from conversations.inference.fake import FakeEngine
 from conversations.models import Message
-
-from .helpers import chat_socket, receive_until
+from conversations.worker import services as worker_services
+from conversations.workspace import services as workspace_services
+from tests.sockets import chat_socket, receive_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_redis")]
 
@@ -235,7 +237,7 @@ def fast_recovery(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
 async def test_a_takeover_silences_a_streaming_reply_even_when_the_cancel_is_lost(
     customer: Any, agent_user: Any, start_worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from conversations import dispatch, services
+    from conversations import dispatch
 
     monkeypatch.setattr(dispatch, "generation_cancel", lambda **_: None)  # the pub/sub stop never arrives
     engine = FakeEngine(default_reply=LONG_REPLY, step_delay_s=0.03)
@@ -244,7 +246,9 @@ async def test_a_takeover_silences_a_streaming_reply_even_when_the_cancel_is_los
     await socket.send_json_to({"type": "message", "text": "tell me a lot"})
     await receive_until(socket, "delta")
     reply = await database_sync_to_async(Message.objects.select_related("conversation").get)(role="bot")
-    await database_sync_to_async(services.conversation_takeover)(conversation=reply.conversation, agent=agent_user)
+    await database_sync_to_async(workspace_services.conversation_takeover)(
+        conversation=reply.conversation, agent=agent_user
+    )
     said_before_takeover = (await stored(reply.id)).text
     frames = await receive_until(socket, "done")
     done = frames[-1]
@@ -261,21 +265,21 @@ async def test_a_takeover_silences_a_streaming_reply_even_when_the_cancel_is_los
 
 
 async def test_a_reply_completing_after_a_takeover_is_stored_as_cancelled(customer: Any, agent_user: Any) -> None:
-    from conversations import services
-
-    result = await database_sync_to_async(services.message_send)(
-        conversation=await database_sync_to_async(services.conversation_current)(customer=customer), text="hi"
+    result = await database_sync_to_async(chat_services.message_send)(
+        conversation=await database_sync_to_async(chat_services.conversation_current)(customer=customer), text="hi"
     )
     reply = await database_sync_to_async(Message.objects.select_related("conversation").get)(id=result.bot_message.id)
-    await database_sync_to_async(services.reply_claim)(message_id=reply.id)
-    await database_sync_to_async(services.conversation_takeover)(conversation=reply.conversation, agent=agent_user)
-    finished = await database_sync_to_async(services.reply_finish)(
-        message_id=reply.id, text="the bot's last word", status="complete", token_count=4
+    await database_sync_to_async(worker_services.reply_claim)(message_id=reply.id)
+    await database_sync_to_async(workspace_services.conversation_takeover)(
+        conversation=reply.conversation, agent=agent_user
+    )
+    finished = await database_sync_to_async(worker_services.reply_finish)(
+        message_id=reply.id, text="the bot's last word", finish_reason="stop", token_count=4
     )
     assert finished is not None and finished.status == "cancelled"
     # A second finish (a duplicate delivery) changes nothing.
-    again = await database_sync_to_async(services.reply_finish)(
-        message_id=reply.id, text="something else", status="complete", token_count=2
+    again = await database_sync_to_async(worker_services.reply_finish)(
+        message_id=reply.id, text="something else", finish_reason="stop", token_count=2
     )
     assert again is None and (await stored(reply.id)).text == "the bot's last word"
 
@@ -354,9 +358,7 @@ class VerboseTemplate:
 
 
 def long_conversation(customer: Any, turns: int) -> Message:
-    from conversations import services
-
-    conversation = services.conversation_current(customer=customer)
+    conversation = chat_services.conversation_current(customer=customer)
     for i in range(turns):
         Message.objects.create(conversation=conversation, role="customer", text=f"question {i} " + "word " * 30)
         Message.objects.create(conversation=conversation, role="bot", status="complete", text="answer " * 30)

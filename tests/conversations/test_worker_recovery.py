@@ -13,8 +13,9 @@ from conversations import dispatch
 from conversations.events import REPLY_FAILED_TEXT
 from conversations.inference.fake import FakeEngine
 from conversations.worker import ConsumerNameTaken, InferenceWorker
+from conversations.worker import services as worker_services
+from tests.sockets import receive_until
 
-from .helpers import receive_until
 from .test_worker import LONG_REPLY, open_chat, stored, wait_for_heartbeat
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_redis")]
@@ -71,17 +72,15 @@ async def test_a_loop_failing_past_the_limit_stops_the_worker_and_its_heartbeat(
 async def test_a_loop_that_fails_now_and_then_goes_on(
     customer: Any, start_worker: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from conversations import services
-
     failures = iter([True, True, True])
-    progress = services.reply_progress
+    progress = worker_services.reply_progress
 
     def flaky(**kwargs: Any) -> set[int]:
         if next(failures, False):
             raise RuntimeError("a passing fault")
         return progress(**kwargs)
 
-    monkeypatch.setattr(services, "reply_progress", flaky)
+    monkeypatch.setattr(worker_services, "reply_progress", flaky)
     settings.INFERENCE_LOOP_FAIL_LIMIT_S = 30.0
     running = start_worker(FakeEngine(default_reply="Got there in the end."))
     socket = await open_chat(customer)

@@ -20,7 +20,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
-from conversations import services as chat_services
+from conversations.chat import services as chat_services
 from conversations.models import BotSettings, Correction, Customer, Message
 from conversations.prompts import prompt_for
 from finetuning import general_prompts, pipeline, services

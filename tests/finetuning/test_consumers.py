@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 
 from finetuning import events, services
 from finetuning.models import TrainingRun
-from tests.agent.helpers import receive_until, socket_for
+from tests.sockets import receive_until, socket_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_redis")]
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from conversations.chat import services as chat_services
 from finetuning import pipeline, services, tasks
 from finetuning.models import ModelVersion, Promotion, TrainingRun
 from finetuning.selectors import version_active
@@ -62,11 +63,9 @@ def test_promoting_after_a_rollback_starts_from_the_version_then_serving(db: Any
 
 
 def test_a_new_bot_reply_records_the_version_in_service(customer: Any, tmp_path: Path) -> None:
-    from conversations import services as chat
-
-    conversation = chat.conversation_start(customer=customer)
+    conversation = chat_services.conversation_start(customer=customer)
     services.version_promote(version=version("v1", tmp_path))
-    result = chat.message_send(conversation=conversation, text="Hello")
+    result = chat_services.message_send(conversation=conversation, text="Hello")
     assert result.bot_message is not None
     assert result.bot_message.model_version == version_active()
 

@@ -1,10 +1,12 @@
-"""Every write to conversations and messages. Keyword-only, typed, one obvious place for each."""
+"""The customer's writes: their identity, their conversations and messages, stopping and retrying
+a reply, asking for a person, rating. Each sends its frames after its commit (``events``); the
+agents' writes (``workspace.services``) build on the locks and the hand-over here."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -12,17 +14,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
-from . import dispatch, events, roles, selectors
-from .models import Conversation, Correction, Customer, Feedback, Message
-
-
-class ChatError(Exception):
-    """A request the chat refuses, with a stable code for clients (docs/protocol.md)."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
+from .. import dispatch, events, health, rules, selectors
+from ..errors import ChatError
+from ..models import Conversation, Customer, Feedback, Message
 
 
 @dataclass(frozen=True)
@@ -31,7 +25,6 @@ class SendResult:
     bot_message: Message | None
     created: bool  # False when the client_id had been seen before
     handoff: bool = False  # True when the text asked for a person (settings.HANDOFF_PHRASES)
-    stopped: Message | None = None  # the bot reply a handoff cancelled
 
 
 def customer_of_session(session: Any) -> Customer | None:
@@ -66,11 +59,10 @@ def conversation_start(*, customer: Customer) -> Conversation:
             f"{settings.CHAT_RATE_LIMIT_WINDOW_S} seconds. Please wait a moment.",
         )
     for conversation in customer.conversations.exclude(status=Conversation.Status.CLOSED):
-        reply = selectors.reply_in_flight(conversation)
-        if reply is not None:
-            reply_stop(message=reply)
+        stop_reply_in_flight(conversation)
         conversation.status = Conversation.Status.CLOSED
         conversation.save(update_fields=["status", "updated_at"])
+        events.send_on_commit(*events.status_changed(conversation))  # agents see it closed
     return Conversation.objects.create(customer=customer)
 
 
@@ -140,8 +132,9 @@ def message_send(*, conversation: Conversation, text: Any, client_id: Any = None
             return SendResult(seen, None, created=False)
     if conversation.status == Conversation.Status.CLOSED:
         raise ChatError("conversation_closed", "This conversation is closed; start a new one.")
-    handoff = conversation.status == Conversation.Status.BOT and wants_person(text)
-    if conversation.status == Conversation.Status.BOT and not handoff and selectors.reply_in_flight(conversation):
+    bot_answers = rules.bot_may_write(conversation.status)
+    handoff = bot_answers and wants_person(text)
+    if bot_answers and not handoff and selectors.reply_in_flight(conversation):
         raise ChatError("reply_in_progress", "Please wait for the answer, or press Stop, before sending again.")
     try:
         with transaction.atomic():
@@ -154,17 +147,33 @@ def message_send(*, conversation: Conversation, text: Any, client_id: Any = None
             customer_message = Message.objects.create(
                 conversation=conversation, role=Message.Role.CUSTOMER, text=text, client_id=client_id
             )
-            bot_message = stopped = None
+            bot_message = None
             if handoff:
-                stopped = _stop_reply_in_flight(locked)
+                stop_reply_in_flight(locked)
                 locked.status = Conversation.Status.WAITING
-            elif locked.status == Conversation.Status.BOT:
+            elif rules.bot_may_write(locked.status):
                 bot_message = _reply_create(locked)
             locked.save(update_fields=["status", "updated_at"])
             conversation.status = locked.status
     except IntegrityError:  # the same client_id raced in from a second socket
         return SendResult(conversation.messages.get(client_id=client_id), None, created=False)
-    return SendResult(customer_message, bot_message, created=True, handoff=handoff, stopped=stopped)
+    result = SendResult(customer_message, bot_message, created=True, handoff=handoff)
+    events.send_on_commit(*_sent_events(result))  # after the block: no Redis read under its locks
+    return result
+
+
+def _sent_events(result: SendResult) -> list[events.Event]:
+    """The message for the conversation's group; the inbox row (an alert when it asks for a
+    person); the pending reply and, when no worker is up, a notice that says so."""
+    conversation = result.customer_message.conversation
+    sent = [events.message_sent(result.customer_message)]
+    sent += events.status_changed(conversation, alert=True) if result.handoff else [events.inbox_changed(conversation)]
+    if result.bot_message is not None:
+        sent.append(events.message_sent(result.bot_message))
+        notice = health.worker_notice(health.worker_state())
+        if notice is not None:
+            sent.append(events.to_conversation(conversation.id, notice))
+    return sent
 
 
 def wants_person(text: str) -> bool:
@@ -195,13 +204,16 @@ def _reply_create(conversation: Conversation) -> Message:
 
 
 def reply_stop(*, message: Message) -> Message:
-    """Stop a bot reply: a pending one is cancelled here, a streaming one by the worker."""
+    """Stop a bot reply: a pending one is cancelled here (its ``done`` sent from here), a streaming
+    one by the worker (which sends its ``done``)."""
     cancelled = Message.objects.filter(id=message.id, status=Message.Status.PENDING).update(
         status=Message.Status.CANCELLED, finished_at=timezone.now()
     )
     if not cancelled:
         transaction.on_commit(lambda: dispatch.generation_cancel(message_id=message.id))
     message.refresh_from_db()
+    if cancelled:
+        events.send_on_commit(events.reply_done(message))
     return message
 
 
@@ -211,8 +223,8 @@ def reply_retry(*, conversation: Conversation) -> Message:
     against ``CHAT_RATE_LIMIT_MESSAGES``. Locked as ``message_send`` is, so two sockets cannot
     both retry one reply or both pass the limit."""
     _lock_customer(conversation.customer_id)
-    conversation = _locked(conversation)
-    if conversation.status != Conversation.Status.BOT:
+    conversation = conversation_locked(conversation)
+    if not rules.bot_may_write(conversation.status):
         raise ChatError("not_with_bot", "The bot is not answering in this conversation.")
     last = conversation.messages.exclude(role=Message.Role.SYSTEM).order_by("-created_at", "-id").first()
     if (
@@ -226,7 +238,9 @@ def reply_retry(*, conversation: Conversation) -> Message:
     ):
         raise ChatError("nothing_to_retry", "Only a failed or stopped last reply can be retried.")
     _check_rate_limit(conversation.customer_id)
-    return _reply_create(conversation)
+    reply = _reply_create(conversation)
+    events.send_on_commit(events.message_sent(reply))
+    return reply
 
 
 # Handoff between the bot and people. Each transition locks the conversation row, so a
@@ -240,24 +254,27 @@ class Transition:
     changed: bool = True  # False when the conversation was already where it was asked to go
 
 
-def _locked(conversation: Conversation) -> Conversation:
+def conversation_locked(conversation: Conversation) -> Conversation:
     return Conversation.objects.select_for_update(of=("self",)).select_related("agent").get(id=conversation.id)
 
 
-def _stop_reply_in_flight(conversation: Conversation) -> Message | None:
+def stop_reply_in_flight(conversation: Conversation) -> Message | None:
     reply = selectors.reply_in_flight(conversation)
     return reply_stop(message=reply) if reply is not None else None
 
 
-def _move(conversation: Conversation, status: str, agent: Any) -> Transition:
-    stopped = _stop_reply_in_flight(conversation) if status != Conversation.Status.BOT else None
+def conversation_move(conversation: Conversation, status: str, agent: Any, *, alert: bool = False) -> Transition:
+    """Move the locked conversation to ``status`` (stopping the bot's reply when it may no longer
+    write) and tell its group and the inbox; ``alert`` when it now waits for an agent."""
+    stopped = stop_reply_in_flight(conversation) if not rules.bot_may_write(status) else None
     conversation.status = status
     conversation.agent = agent
     conversation.save(update_fields=["status", "agent", "updated_at"])
+    events.send_on_commit(*events.status_changed(conversation, alert=alert))
     return Transition(conversation, stopped)
 
 
-def _check_open(conversation: Conversation) -> None:
+def check_open(conversation: Conversation) -> None:
     if conversation.status == Conversation.Status.CLOSED:
         raise ChatError("conversation_closed", "This conversation is closed.")
 
@@ -265,75 +282,16 @@ def _check_open(conversation: Conversation) -> None:
 @transaction.atomic
 def handoff_request(*, conversation: Conversation) -> Transition:
     """The customer asks for a person: the bot stops and the conversation waits for an agent."""
-    conversation = _locked(conversation)
-    _check_open(conversation)
-    if conversation.status != Conversation.Status.BOT:
+    conversation = conversation_locked(conversation)
+    check_open(conversation)
+    if not rules.bot_may_write(conversation.status):
         return Transition(conversation, None, changed=False)  # already waiting, or with an agent
-    return _move(conversation, Conversation.Status.WAITING, None)
+    return conversation_move(conversation, Conversation.Status.WAITING, None, alert=True)
 
 
-@transaction.atomic
-def conversation_takeover(*, conversation: Conversation, agent: Any) -> Transition:
-    """An agent joins: the bot stops (a reply in flight is cancelled) and stays silent."""
-    conversation = _locked(conversation)
-    _check_open(conversation)
-    if conversation.status == Conversation.Status.AGENT and conversation.agent_id not in (None, agent.id):
-        raise ChatError("held_by_another_agent", f"{roles.display_name(conversation.agent)} holds this conversation.")
-    return _move(conversation, Conversation.Status.AGENT, agent)
-
-
-@transaction.atomic
-def conversation_hand_back(*, conversation: Conversation, agent: Any) -> Transition:
-    """The agent gives the conversation back to the bot, which answers the next message.
-
-    A conversation still waiting for an agent can be handed back too (a request made by mistake).
-    """
-    conversation = _locked(conversation)
-    if conversation.status != Conversation.Status.WAITING:
-        _check_holder(conversation, agent)
-    return _move(conversation, Conversation.Status.BOT, None)
-
-
-@transaction.atomic
-def conversation_close(*, conversation: Conversation, agent: Any) -> Transition:
-    conversation = _locked(conversation)
-    _check_open(conversation)
-    if conversation.status == Conversation.Status.AGENT:
-        _check_holder(conversation, agent)
-    return _move(conversation, Conversation.Status.CLOSED, conversation.agent)
-
-
-def _check_holder(conversation: Conversation, agent: Any) -> None:
-    _check_open(conversation)
-    if conversation.status != Conversation.Status.AGENT:
-        raise ChatError("not_with_agent", "No agent holds this conversation; take it over first.")
-    if conversation.agent_id != agent.id and not agent.is_staff:
-        raise ChatError("held_by_another_agent", f"{roles.display_name(conversation.agent)} holds this conversation.")
-
-
-def agent_message_send(*, conversation: Conversation, agent: Any, text: Any, client_id: Any = None) -> SendResult:
-    """What the agent holding the conversation writes to the customer."""
-    text = validate_text(text)
-    client_id = validate_client_id(client_id)
-    with transaction.atomic():
-        locked = _locked(conversation)
-        if client_id is not None:
-            seen = locked.messages.filter(client_id=client_id).first()
-            if seen is not None:
-                return SendResult(seen, None, created=False)
-        _check_holder(locked, agent)
-        message = Message.objects.create(
-            conversation=locked, role=Message.Role.AGENT, text=text, client_id=client_id, author=agent
-        )
-        locked.save(update_fields=["updated_at"])
-    return SendResult(message, None, created=True)
-
-
-# Feedback, corrections and review: what teaches the bot.
+# Ratings: what teaches the bot.
 
 MAX_COMMENT_CHARS = 1000
-MAX_TAGS = 20
-MAX_TAG_CHARS = 40
 
 
 def feedback_set(
@@ -344,6 +302,7 @@ def feedback_set(
         raise ChatError("not_rateable", "Only a finished bot reply can be rated.")
     if positive is None:
         Feedback.objects.filter(message=message, source=source).delete()
+        _feedback_sent(message, source, None)
         return None
     if not isinstance(positive, bool):
         raise ChatError("invalid_feedback", '"positive" must be true, false or null.')
@@ -362,64 +321,17 @@ def feedback_set(
             "author": author,
         },
     )
+    _feedback_sent(message, source, feedback)
     return feedback
 
 
-def correction_set(*, message: Message, text: Any, author: Any) -> Correction | None:
-    """The reply the bot should have given; empty text removes the correction."""
-    if message.role != Message.Role.BOT:
-        raise ChatError("not_correctable", "Only a bot reply can be corrected.")
-    if not isinstance(text, str):
-        raise ChatError("empty_text", "A correction needs some text.")
-    if not text.strip():
-        Correction.objects.filter(message=message).delete()
-        return None
-    if len(text) > settings.CHAT_MAX_MESSAGE_CHARS * 4:
-        raise ChatError("text_too_long", "This correction is too long.")
-    correction, _ = Correction.objects.update_or_create(
-        message=message, defaults={"text": text.strip(), "author": author}
-    )
-    return correction
-
-
-def tags_parse(raw: Any) -> list[str]:
-    """Tags from a list or a comma-separated string: trimmed, without duplicates, in order."""
-    items = raw.split(",") if isinstance(raw, str) else raw
-    if not isinstance(items, list) or not all(isinstance(t, str) for t in items):
-        raise ChatError("invalid_tags", "tags must be a list of strings or a comma-separated string.")
-    tags = list(dict.fromkeys(t.strip() for t in items if t.strip()))
-    if len(tags) > MAX_TAGS or any(len(t) > MAX_TAG_CHARS for t in tags):
-        raise ChatError("invalid_tags", f"At most {MAX_TAGS} tags of at most {MAX_TAG_CHARS} characters each.")
-    return tags
-
-
-def conversation_review(
-    *,
-    conversation: Conversation,
-    tags: Any = None,
-    note: Any = None,
-    reviewed: bool | None = None,
-    exclude_from_training: bool | None = None,
-) -> Conversation:
-    """Update the agent-only review fields given; the others keep their values."""
-    fields = []
-    if tags is not None:
-        conversation.tags = tags_parse(tags)
-        fields.append("tags")
-    if note is not None:
-        if not isinstance(note, str):
-            raise ChatError("invalid_note", "note must be text.")
-        conversation.note = note.strip()
-        fields.append("note")
-    if reviewed is not None:
-        conversation.reviewed = bool(reviewed)
-        fields.append("reviewed")
-    if exclude_from_training is not None:
-        conversation.exclude_from_training = bool(exclude_from_training)
-        fields.append("exclude_from_training")
-    if fields:
-        conversation.save(update_fields=[*fields, "updated_at"])
-    return conversation
+def _feedback_sent(message: Message, source: str, feedback: Feedback | None) -> None:
+    """The agents see the rating (``customer_feedback`` or ``agent_feedback``) and the inbox row,
+    whose negative flag may have changed."""
+    payload = selectors.feedback_payload(feedback) if feedback else None
+    rating = {"message_id": message.id, f"{source}_feedback": payload}
+    review = events.to_agents(events.review_event(str(message.conversation_id), rating))
+    events.send_on_commit(review, events.inbox_changed(message.conversation))
 
 
 def satisfaction_set(*, conversation: Conversation, score: Any) -> Conversation:
@@ -431,86 +343,6 @@ def satisfaction_set(*, conversation: Conversation, score: Any) -> Conversation:
         raise ChatError("invalid_score", "score must be a whole number from 1 to 5.")
     conversation.satisfaction = score
     conversation.save(update_fields=["satisfaction", "updated_at"])
+    review = events.review_event(str(conversation.id), {"satisfaction": conversation.satisfaction})
+    events.send_on_commit(events.to_agents(review))
     return conversation
-
-
-# The inference worker's writes: claiming a reply, saving its progress, finishing it.
-
-
-def reply_claim(*, message_id: int, consumer: str = "") -> Message | None:
-    """Take a queued reply for generation; None when there is nothing (left) to generate.
-
-    A reply found ``streaming`` was being written by a worker that died: it starts again from
-    nothing, and the socket's next ``message`` frame tells browsers to drop the partial text.
-    ``consumer`` (the worker's name) is recorded as the reply's owner.
-    """
-    with transaction.atomic():
-        message = Message.objects.select_for_update().filter(id=message_id, role=Message.Role.BOT).first()
-        if message is None or message.status not in Message.ACTIVE_STATUSES:
-            return None
-        if message.conversation.status != Conversation.Status.BOT:  # a person holds it now
-            message.status = Message.Status.CANCELLED
-            message.finished_at = timezone.now()
-            message.save(update_fields=["status", "finished_at"])
-            done = events.done_event(message.id, message.text, message.status)
-            transaction.on_commit(lambda: events.publish_sync(message.conversation_id, done))
-            return None
-        message.status = Message.Status.STREAMING
-        message.text = ""
-        message.token_count = 0
-        message.first_token_at = None
-        message.claimed_by = consumer[:200]
-        message.save(update_fields=["status", "text", "token_count", "first_token_at", "claimed_by"])
-    return message
-
-
-def reply_progress(*, updates: dict[int, tuple[str, int, datetime]]) -> set[int]:
-    """Save the text so far of streaming replies, so a reloading browser gets it from the database.
-
-    ``updates`` maps a message id to (text so far, tokens so far, when its first token came).
-    Returns the ids the bot may no longer write: the reply is not streaming any more (deleted), or
-    its conversation left the bot (a handoff, a takeover, closed). The worker stops generating
-    them and publishes nothing more, even if a cancel on pub/sub was lost.
-    """
-    gone = set()
-    with transaction.atomic():
-        for message_id, (text, token_count, first_token_at) in updates.items():
-            saved = Message.objects.filter(
-                id=message_id, status=Message.Status.STREAMING, conversation__status=Conversation.Status.BOT
-            ).update(text=text, token_count=token_count)
-            if not saved:
-                gone.add(message_id)
-            Message.objects.filter(id=message_id, first_token_at__isnull=True).update(first_token_at=first_token_at)
-    return gone
-
-
-def reply_finish(
-    *,
-    message_id: int,
-    text: str,
-    status: str,
-    token_count: int,
-    first_token_at: datetime | None = None,
-    error: str = "",
-) -> Message | None:
-    """Store a reply's end; None when there is nothing to finish (deleted, or already finished).
-
-    A reply that completes after its conversation left the bot is stored as cancelled: the bot
-    never has the last word in a conversation a person holds.
-    """
-    with transaction.atomic():
-        message = (
-            Message.objects.select_for_update(of=("self",))
-            .select_related("conversation")
-            .filter(id=message_id, status__in=Message.ACTIVE_STATUSES)
-            .first()
-        )
-        if message is None:
-            return None
-        if status == Message.Status.COMPLETE and message.conversation.status != Conversation.Status.BOT:
-            status = Message.Status.CANCELLED
-        message.text, message.status, message.token_count = text, status, token_count
-        message.error, message.finished_at = error[:200], timezone.now()
-        message.first_token_at = message.first_token_at or first_token_at
-        message.save(update_fields=["text", "status", "token_count", "error", "finished_at", "first_token_at"])
-    return message

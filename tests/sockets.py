@@ -1,4 +1,5 @@
-"""Sockets over the real ASGI application (session cookies, origin) and the real Redis layer."""
+"""Sockets over the real ASGI application (session cookies, origin) and the real Redis layer,
+for every test that opens one."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from django.test import Client
 
 from chatbot.asgi import application
 
-HEADERS = [(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000")]
+ORIGIN = b"http://127.0.0.1:8000"
+HEADERS = [(b"origin", ORIGIN), (b"host", b"127.0.0.1:8000")]
 
 
 @database_sync_to_async
@@ -30,8 +32,10 @@ def user_session(user: Any) -> str:
     return client.cookies["sessionid"].value
 
 
-async def socket_for(path: str, *, customer: Any = None, user: Any = None, query: str = "") -> WebsocketCommunicator:
-    headers = list(HEADERS)
+async def socket_for(
+    path: str, *, customer: Any = None, user: Any = None, query: str = "", origin: bytes = ORIGIN
+) -> WebsocketCommunicator:
+    headers = [(b"origin", origin), (b"host", b"127.0.0.1:8000")]
     if customer is not None:
         headers.append((b"cookie", f"sessionid={await customer_session(customer)}".encode()))
     elif user is not None:
@@ -39,9 +43,14 @@ async def socket_for(path: str, *, customer: Any = None, user: Any = None, query
     return WebsocketCommunicator(application, path + (f"?{query}" if query else ""), headers=headers)
 
 
+async def chat_socket(customer: Any = None, *, query: str = "", origin: bytes = ORIGIN) -> WebsocketCommunicator:
+    """A customer's chat socket, not yet connected."""
+    return await socket_for("/ws/chat/", customer=customer, query=query, origin=origin)
+
+
 async def open_chat(customer: Any, query: str = "") -> tuple[WebsocketCommunicator, dict[str, Any]]:
     """A customer's chat socket, connected, and the history frame it opened with."""
-    socket = await socket_for("/ws/chat/", customer=customer, query=query)
+    socket = await chat_socket(customer, query=query)
     connected, code = await socket.connect()
     assert connected, code
     history = await socket.receive_json_from(timeout=5)
@@ -58,7 +67,7 @@ async def open_agent(user: Any) -> WebsocketCommunicator:
     return socket
 
 
-async def receive_until(socket: WebsocketCommunicator, match: Any, timeout: float = 5) -> list[dict[str, Any]]:
+async def receive_until(socket: WebsocketCommunicator, match: Any, timeout: float = 10) -> list[dict[str, Any]]:
     """Frames up to and including the first for which ``match(frame)`` is true (or of type ``match``)."""
     test = match if callable(match) else (lambda frame: frame["type"] == match)
     frames: list[dict[str, Any]] = []

@@ -1,0 +1,2 @@
+"""The agents' workspace: the live inbox socket (``consumers``), the agents' writes (``services``),
+the inbox queries (``selectors``) and the pages (``views``)."""

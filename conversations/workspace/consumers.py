@@ -1,0 +1,102 @@
+"""The agents' socket, /ws/agent/: the live inbox, and the conversation the agent has open.
+
+Thin: validate a frame, call a service (which sends what follows its write, ``events``), and
+forward what the agents' group and the watched conversation's group carry. docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from .. import events, roles, selectors
+from ..errors import ChatError
+from ..models import Conversation
+from ..sockets import RoleCheckedConsumer, error_frame, handler_for, parse_frame
+from . import selectors as workspace_selectors
+from . import services
+
+
+class AgentConsumer(RoleCheckedConsumer):
+    """An agent's socket: the live inbox, and the conversation the agent has open (``watch``)."""
+
+    watching: str | None = None
+
+    def role_allows(self, user: Any) -> bool:
+        return roles.is_agent(user)
+
+    async def connect(self) -> None:
+        if not await self.admit():
+            return
+        user = self.user
+        await events.agents_join(self.channel_name)  # before accepting: no inbox event is missed
+        await self.accept()
+        await self.send_json({"type": "hello", "agent": roles.display_name(user)})
+
+    async def disconnect(self, code: int) -> None:
+        await events.agents_leave(self.channel_name)
+        if self.watching:
+            await events.conversation_leave(self.watching, self.channel_name)
+            self.watching = None
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not await self._role_holds(max_age_s=0):
+            return
+        try:
+            frame = parse_frame(text_data, bytes_data)
+            handler = handler_for(self.HANDLERS, frame)
+            conversation = await database_sync_to_async(workspace_selectors.conversation_for_agent)(
+                frame.get("conversation_id")
+            )
+            if conversation is None:
+                raise ChatError("not_found", "No such conversation.")
+            await handler(self, conversation, frame)
+        except ChatError as error:
+            await self.send_json(error_frame(error))
+
+    async def conversation_event(self, event: dict[str, Any]) -> None:
+        if self.watching and await self._role_holds(max_age_s=self.role_recheck_s):
+            await self.send_json({**event["payload"], "conversation_id": self.watching})
+
+    async def agents_event(self, event: dict[str, Any]) -> None:
+        if await self._role_holds(max_age_s=self.role_recheck_s):
+            await self.send_json(event["payload"])
+
+    async def on_watch(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        """Follow one conversation live; the history comes after joining, so nothing falls between."""
+        if self.watching:
+            await events.conversation_leave(self.watching, self.channel_name)
+        self.watching = str(conversation.id)
+        await events.conversation_join(conversation.id, self.channel_name)
+        history = await database_sync_to_async(selectors.history_frame)(conversation)
+        await self.send_json({**history, "conversation_id": self.watching})
+
+    async def _transition(self, change: Callable[..., Any], conversation: Conversation) -> None:
+        await database_sync_to_async(change)(conversation=conversation, agent=self.user)
+
+    async def on_takeover(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        await self._transition(services.conversation_takeover, conversation)
+
+    async def on_hand_back(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        await self._transition(services.conversation_hand_back, conversation)
+
+    async def on_close(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        await self._transition(services.conversation_close, conversation)
+
+    async def on_message(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        result = await database_sync_to_async(services.agent_message_send)(
+            conversation=conversation, agent=self.user, text=frame.get("text"), client_id=frame.get("client_id")
+        )
+        if not result.created:  # a resend: echo the stored message to this socket only
+            payload = await database_sync_to_async(selectors.message_payload)(result.customer_message)
+            await self.send_json({**events.message_event(payload), "conversation_id": str(conversation.id)})
+
+    HANDLERS = {
+        "watch": on_watch,
+        "takeover": on_takeover,
+        "hand_back": on_hand_back,
+        "close": on_close,
+        "message": on_message,
+    }
