@@ -131,7 +131,7 @@ def evaluate(
             )
 
     references = [e.reply for e in replays]
-    examples = [
+    examples: list[dict[str, str | float]] = [
         {"question": e.question, "correction": e.reply, CANDIDATE: replies[CANDIDATE][i], ACTIVE: replies[ACTIVE][i]}
         for i, e in enumerate(replays)
     ]
@@ -158,7 +158,8 @@ def verdict(result: dict[str, Any]) -> dict[str, bool]:
     """The checks an admin reads before promoting; all true means the candidate is no worse."""
 
     def no_worse(key: str, lower_is_better: bool = False) -> bool:
-        mine, theirs = result[key][CANDIDATE], result[key][ACTIVE]
+        mine: float | None = result[key][CANDIDATE]
+        theirs: float | None = result[key][ACTIVE]
         if mine is None or theirs is None:
             return True
         return mine <= theirs if lower_is_better else mine >= theirs

@@ -253,7 +253,8 @@ def train(
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    start, loss_history, resumed_from = 0, [], None
+    start, resumed_from = 0, None
+    loss_history: list[list[float]] = []
     checkpoint = latest_checkpoint(checkpoint_dir)
     if checkpoint is not None:
         start, loss_history = load_checkpoint(checkpoint, model=model, optimizer=optimizer)

@@ -306,7 +306,8 @@ class Engine:
 
     def _admit(self, result: StepResult) -> None:
         """Start queued requests, oldest first, while slots and this step's prompt budget last."""
-        budget, starting = self.max_prefill_tokens, []
+        budget = self.max_prefill_tokens
+        starting: list[Reply] = []
         while len(self._running) + len(starting) < self.max_running:
             with self._lock:
                 if not self._queue:
@@ -385,8 +386,8 @@ class Engine:
         cached = [hit.length if hit else 0 for hit in hits]
         if len(prompts) == 1 and not cached[0]:
             input_ids = torch.tensor([prompts[0]], device=self.device)
-            columns = torch.arange(len(prompts[0]), device=self.device)
-            return self._forward(input_ids, adapter_keys, cache=cache), cache, [columns]
+            positions = torch.arange(len(prompts[0]), device=self.device)
+            return self._forward(input_ids, adapter_keys, cache=cache), cache, [positions]
         suffixes = [prompt[length:] for prompt, length in zip(prompts, cached, strict=True)]
         width_p, width_s = max(cached), max(map(len, suffixes))  # P and S
         if width_p:
@@ -447,7 +448,8 @@ class Engine:
             **self._adapters.forward_kwargs(adapter_keys),
             **kwargs,
         )
-        return out.logits[:, -1]
+        logits: torch.Tensor = out.logits  # (batch, 1, vocab): a module's forward is untyped
+        return logits[:, -1]
 
     def _choose(self, logits: torch.Tensor, slots: slice, replies: list[Reply]) -> torch.Tensor:
         tokens = choose_tokens(
@@ -611,7 +613,8 @@ def load_engine(
     folder = resolve_base_model(base_model, cache_dir or default_cache_dir())
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, attn_implementation="sdpa")
-    model = model.to(torch_device).eval()
+    # transformers wraps PreTrainedModel.to with functools.wraps, which mypy reads as an unbound function.
+    model = model.to(torch_device).eval()  # type: ignore[arg-type]
     log.info("engine: %s on %s (%s), %d torch threads", folder, torch_device, torch_dtype, torch.get_num_threads())
     return Engine(
         model,
