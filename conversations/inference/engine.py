@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .adapters import AdapterLoadError, AdapterSet
 from .detokenize import IncrementalDecoder, StopMatcher
@@ -94,7 +94,7 @@ class Engine:
     def __init__(
         self,
         model: PreTrainedModel,
-        tokenizer: Any,
+        tokenizer: PreTrainedTokenizerBase,
         *,
         model_name: str,
         max_running: int = 32,
@@ -558,7 +558,7 @@ def _why_leaving(reply: Reply, cancelled: set[str], now: float) -> FinishReason 
     return "timeout" if reply.expired(now) else None
 
 
-def _eos_ids(model: PreTrainedModel, tokenizer: Any) -> frozenset[int]:
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
     ids: set[int] = set()
     generation_config = getattr(model, "generation_config", None)
     for source in (getattr(generation_config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
