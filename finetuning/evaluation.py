@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from django.conf import settings
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from conversations.prompts import Turn
 
@@ -28,6 +27,7 @@ from .training import collate, tokenize
 
 if TYPE_CHECKING:
     from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 CANDIDATE, ACTIVE = "candidate", "active"
 
