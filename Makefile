@@ -13,7 +13,7 @@ LOCK_VENV := .cache/lock-venv
 UV := $(LOCK_VENV)/bin/uv
 UV_COMPILE := $(UV) pip compile --quiet --python-version 3.11 --generate-hashes --find-links /opt/wheels
 
-.PHONY: run setup test lint format bench migrate clean lock
+.PHONY: run setup test lint typecheck format bench migrate clean lock
 
 run: setup
 	$(PY) manage.py serve
@@ -57,6 +57,10 @@ test: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# mypy --strict over the strict set that pyproject.toml's [tool.mypy] files names.
+typecheck: $(DEV_STAMP)
+	$(PY) -m mypy
 
 format: $(DEV_STAMP)
 	$(PY) -m ruff format .

@@ -18,11 +18,12 @@ import functools
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.typing import EncodableT, FieldT, StreamIdT
 
 
 def key(name: str) -> str:
@@ -37,13 +38,22 @@ WORKER_GROUP = "inference"
 
 HEARTBEAT_TTL_S = 10  # a worker silent this long is dead: its unfinished entries are claimed
 
+# redis-py types each stream reply for both protocols and both encodings; these clients speak RESP2
+# and decode to str, so an entry is (entry id, fields), with no fields for one deleted since.
+Entry = tuple[str, dict[str, str] | None]
+
+
+class Pending(TypedDict):
+    message_id: str  # the entry's id
+    consumer: str
+
 
 def alive_key(consumer: str) -> str:
     """Set by each worker while it lives; entries of a consumer without one may be claimed."""
     return key(f"worker:alive:{consumer}")
 
 
-def entry_fields(message_id: int) -> dict[str, str]:
+def entry_fields(message_id: int) -> dict[FieldT, EncodableT]:
     return {"message_id": str(message_id)}
 
 
@@ -105,7 +115,7 @@ async def entries_read(
             raise
         await group_ensure(conn)
         return []
-    entries = response[0][1] if response else []
+    entries = cast(list[tuple[str, list[Entry]]], response)[0][1] if response else []
     return [(entry_id, entry_message_id(fields or {})) for entry_id, fields in entries]
 
 
@@ -118,7 +128,7 @@ async def entries_pending(conn: aioredis.Redis, *, count: int = 100) -> list[tup
             raise
         await group_ensure(conn)
         return []
-    return [(p["message_id"], p["consumer"]) for p in pending]
+    return [(p["message_id"], p["consumer"]) for p in cast(list[Pending], pending)]
 
 
 async def entries_claim(
@@ -126,10 +136,11 @@ async def entries_claim(
 ) -> list[tuple[str, int | None]]:
     """Take entries delivered to a dead consumer. The idle floor makes a race between two live
     workers harmless: the first claim resets it, so the second claims nothing."""
+    ids: list[StreamIdT] = list(entry_ids)
     claimed = await conn.xclaim(
-        key(GENERATE_STREAM), WORKER_GROUP, consumer, min_idle_time=min_idle_ms, message_ids=entry_ids
+        key(GENERATE_STREAM), WORKER_GROUP, consumer, min_idle_time=min_idle_ms, message_ids=ids
     )
-    return [(entry_id, entry_message_id(fields)) for entry_id, fields in claimed if fields]
+    return [(entry_id, entry_message_id(fields)) for entry_id, fields in cast(list[Entry], claimed) if fields]
 
 
 async def entry_ack(conn: aioredis.Redis, *, entry_id: str) -> None:
@@ -148,8 +159,8 @@ async def entry_add(conn: aioredis.Redis, *, message_id: int) -> None:
 
 
 async def queued_message_ids(conn: aioredis.Redis) -> set[int]:
-    entries = await conn.xrange(key(GENERATE_STREAM))
-    ids = (entry_message_id(fields) for _, fields in entries)
+    entries = cast(list[Entry], await conn.xrange(key(GENERATE_STREAM)))
+    ids = (entry_message_id(fields or {}) for _, fields in entries)
     return {message_id for message_id in ids if message_id is not None}
 
 

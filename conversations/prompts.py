@@ -16,11 +16,11 @@ import functools
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from .inference.types import SamplingParams
+from .inference.types import SamplingParams, Tokenizer
 
 if TYPE_CHECKING:
     from .models import Message
@@ -107,21 +107,22 @@ def _control_pattern(control: frozenset[str]) -> re.Pattern[str]:
     return re.compile("|".join([*map(re.escape, literals), CONTROL_SHAPE]))
 
 
-def control_strings(tokenizer: Any) -> frozenset[str]:
+def control_strings(tokenizer: Tokenizer) -> frozenset[str]:
     """What conversation text must never contain for ``tokenizer``: its special and added tokens,
     which it reads as control ids wherever they appear, and its chat template's role markers."""
     try:
-        return _control_strings_cached(tokenizer)
+        # The protocol cannot promise a hash: an unhashable tokenizer raises, and is handled below.
+        return _control_strings_cached(tokenizer)  # type: ignore[arg-type]
     except TypeError:  # an unhashable tokenizer: worked out each time
         return _control_strings(tokenizer)
 
 
 @functools.lru_cache(maxsize=8)
-def _control_strings_cached(tokenizer: Any) -> frozenset[str]:
+def _control_strings_cached(tokenizer: Tokenizer) -> frozenset[str]:
     return _control_strings(tokenizer)
 
 
-def _control_strings(tokenizer: Any) -> frozenset[str]:
+def _control_strings(tokenizer: Tokenizer) -> frozenset[str]:
     found = set(getattr(tokenizer, "all_special_tokens", None) or [])
     added = getattr(tokenizer, "get_added_vocab", None)
     if callable(added):
@@ -130,7 +131,7 @@ def _control_strings(tokenizer: Any) -> frozenset[str]:
     return frozenset(s for s in found if isinstance(s, str) and s.strip())
 
 
-def template_markers(tokenizer: Any) -> set[str]:
+def template_markers(tokenizer: Tokenizer) -> set[str]:
     """The lines of markup the chat template puts around each turn (``<|im_start|>user``), found by
     rendering a probe conversation; none when the template cannot render text."""
     roles = ["system", "user", "assistant", "user"]
@@ -176,7 +177,9 @@ def sampling_from_settings() -> SamplingParams:
     )
 
 
-def prompt_for(message: Message, tokenizer: Any, *, max_new_tokens: int, max_positions: int | None = None) -> list[int]:
+def prompt_for(
+    message: Message, tokenizer: Tokenizer, *, max_new_tokens: int, max_positions: int | None = None
+) -> list[int]:
     """The chat-template token ids for answering ``message``, from the stored history before it.
 
     The prompt leaves room for ``max_new_tokens`` within ``INFERENCE_CONTEXT_TOKENS`` and within the

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 
 from conversations.inference.model_store import resolve_base_model
+
+if TYPE_CHECKING:  # the web process imports this module and never loads torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def base_model_path() -> str:
@@ -17,7 +20,7 @@ def base_model_path() -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_tokenizer(path: str) -> Any:
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -26,7 +29,7 @@ def load_tokenizer(path: str) -> Any:
     return tokenizer
 
 
-def load_model(path: str) -> Any:
+def load_model(path: str) -> PreTrainedModel:
     """A fresh float32 copy of the base model: training mutates it, so it is never shared."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -34,7 +37,7 @@ def load_model(path: str) -> Any:
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
 
-def end_of_turn_ids(tokenizer: Any) -> list[int]:
+def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     ids = {tokenizer.eos_token_id}
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
@@ -43,8 +46,8 @@ def end_of_turn_ids(tokenizer: Any) -> list[int]:
 
 
 def generate_greedy(
-    model: Any,
-    tokenizer: Any,
+    model: Any,  # the base model or a peft wrapper: transformers' types declare generate() on neither
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     *,
     max_new_tokens: int,
@@ -75,5 +78,6 @@ def generate_greedy(
             )
         for row in output[:, width:].tolist():
             cut = next((i for i, token in enumerate(row) if token in stop_ids), len(row))
-            replies.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+            reply = cast(str, tokenizer.decode(row[:cut], skip_special_tokens=True))  # one sequence: one string
+            replies.append(reply.strip())
     return replies

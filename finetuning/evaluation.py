@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from statistics import fmean
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from django.conf import settings
@@ -24,6 +24,10 @@ from .base import generate_greedy
 from .datasets import Renderer
 from .similarity import similarities, token_f1
 from .training import collate, tokenize
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 CANDIDATE, ACTIVE = "candidate", "active"
 
@@ -61,7 +65,7 @@ def leaked(reply: str, *, taught: set[str], baseline: str, prompt: str) -> list[
 class Contenders:
     """One base model carrying the candidate adapter and, if any, the active one; switch by name."""
 
-    def __init__(self, base: Any, candidate_path: str, active_path: str | None) -> None:
+    def __init__(self, base: PreTrainedModel, candidate_path: str, active_path: str | None) -> None:
         from peft import PeftModel
 
         self.model = PeftModel.from_pretrained(base, candidate_path, adapter_name=CANDIDATE)
@@ -71,7 +75,7 @@ class Contenders:
         self.model.eval()
 
     @contextmanager
-    def use(self, name: str) -> Iterator[Any]:
+    def use(self, name: str) -> Iterator[PeftModel]:
         if name == ACTIVE and not self.has_active:
             with self.model.disable_adapter():  # the bare base model is what serves
                 yield self.model
@@ -80,7 +84,9 @@ class Contenders:
         yield self.model
 
 
-def heldout_loss(model: Any, tokenizer: Any, examples: Sequence[HeldOut], *, max_seq_len: int) -> float | None:
+def heldout_loss(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, examples: Sequence[HeldOut], *, max_seq_len: int
+) -> float | None:
     """Mean cross-entropy per reply token, over all held-out examples."""
     if not examples:
         return None
@@ -102,7 +108,7 @@ def heldout_loss(model: Any, tokenizer: Any, examples: Sequence[HeldOut], *, max
 def evaluate(
     *,
     contenders: Contenders,
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     heldout: Sequence[HeldOut],
     taught: set[str],
     system_prompt: str,
@@ -131,7 +137,7 @@ def evaluate(
             )
 
     references = [e.reply for e in replays]
-    examples = [
+    examples: list[dict[str, str | float]] = [
         {"question": e.question, "correction": e.reply, CANDIDATE: replies[CANDIDATE][i], ACTIVE: replies[ACTIVE][i]}
         for i, e in enumerate(replays)
     ]
@@ -158,7 +164,8 @@ def verdict(result: dict[str, Any]) -> dict[str, bool]:
     """The checks an admin reads before promoting; all true means the candidate is no worse."""
 
     def no_worse(key: str, lower_is_better: bool = False) -> bool:
-        mine, theirs = result[key][CANDIDATE], result[key][ACTIVE]
+        mine: float | None = result[key][CANDIDATE]
+        theirs: float | None = result[key][ACTIVE]
         if mine is None or theirs is None:
             return True
         return mine <= theirs if lower_is_better else mine >= theirs

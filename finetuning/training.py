@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from conversations.inference.types import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ class CheckpointUnusable(Exception):
     """A checkpoint exists but cannot be loaded: the run must fail rather than silently restart."""
 
 
-def tokenize(pairs: Sequence[tuple[str, str]], tokenizer: Any, max_seq_len: int) -> list[TokenizedExample]:
+def tokenize(pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer, max_seq_len: int) -> list[TokenizedExample]:
     """(templated prompt, completion) pairs → ids, context cut from the front to fit ``max_seq_len``."""
     examples = []
     for prompt, completion in pairs:
@@ -140,7 +143,7 @@ def collate(batch: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.T
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def reply_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def reply_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean cross-entropy over the reply tokens, projecting onto the vocabulary only where a reply
     token is predicted: the 49k-word output layer is a fifth of the model's work per position."""
     targets = batch["labels"][:, 1:]  # position t predicts token t+1: (batch, width-1)
@@ -159,7 +162,7 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def lora_model(model: Any, config: TrainingConfig) -> Any:
+def lora_model(model: PreTrainedModel, config: TrainingConfig) -> PeftModel:
     lora = LoraConfig(
         task_type="CAUSAL_LM",
         r=config.rank,
@@ -201,9 +204,11 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def save_checkpoint(folder: Path, *, model: Any, optimizer: Any, step: int, loss_history: list[list[float]]) -> Path:
+def save_checkpoint(
+    folder: Path, *, model: PeftModel, optimizer: torch.optim.Optimizer, step: int, loss_history: list[list[float]]
+) -> Path:
     def write(staging: Path) -> None:
-        model.save_pretrained(staging)
+        model.save_pretrained(str(staging))
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         (staging / "state.json").write_text(json.dumps({"step": step, "loss_history": loss_history}))
 
@@ -214,7 +219,7 @@ def save_checkpoint(folder: Path, *, model: Any, optimizer: Any, step: int, loss
     return path
 
 
-def load_checkpoint(path: Path, *, model: Any, optimizer: Any) -> tuple[int, list[list[float]]]:
+def load_checkpoint(path: Path, *, model: PeftModel, optimizer: torch.optim.Optimizer) -> tuple[int, list[list[float]]]:
     try:
         state = json.loads((path / "state.json").read_text())
         set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
@@ -226,8 +231,8 @@ def load_checkpoint(path: Path, *, model: Any, optimizer: Any) -> tuple[int, lis
 
 def train(
     *,
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[tuple[str, str]],
     output_dir: Path,
     checkpoint_dir: Path,
@@ -248,15 +253,16 @@ def train(
         raise TrainingDataEmpty("no training examples")
     steps = schedule([len(e.input_ids) for e in examples], config)
     total = len(steps)
-    model = lora_model(model, config)
-    model.train()
+    lora = lora_model(model, config)  # the base model, wrapped in place: only the adapter trains
+    lora.train()
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
+        [p for p in lora.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    start, loss_history, resumed_from = 0, [], None
+    start, resumed_from = 0, None
+    loss_history: list[list[float]] = []
     checkpoint = latest_checkpoint(checkpoint_dir)
     if checkpoint is not None:
-        start, loss_history = load_checkpoint(checkpoint, model=model, optimizer=optimizer)
+        start, loss_history = load_checkpoint(checkpoint, model=lora, optimizer=optimizer)
         resumed_from = start
         log.info("resuming from %s at step %d of %d", checkpoint.name, start, total)
         if on_resume is not None:
@@ -272,10 +278,10 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * lr_factor(step, total, config.warmup_steps)
         batch = collate([examples[i] for i in steps[step]], tokenizer.pad_token_id)
-        loss = reply_loss(model, batch)
+        loss = reply_loss(lora, batch)
         cancel_check()  # the forward pass is most of a step on a CPU: look again before backward
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(lora.parameters(), config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -288,10 +294,10 @@ def train(
         if on_progress is not None:
             on_progress(Progress(done, total, loss_history[-1][1], rate, eta))
         if done % config.checkpoint_every == 0 and done < total:
-            save_checkpoint(checkpoint_dir, model=model, optimizer=optimizer, step=done, loss_history=loss_history)
+            save_checkpoint(checkpoint_dir, model=lora, optimizer=optimizer, step=done, loss_history=loss_history)
 
     cancel_check()
-    adapter_path = write_atomically(output_dir, model.save_pretrained)
+    adapter_path = write_atomically(output_dir, lambda staging: lora.save_pretrained(str(staging)))
     elapsed = time.monotonic() - began
     return TrainResult(
         adapter_path=adapter_path,

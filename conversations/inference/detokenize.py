@@ -11,13 +11,14 @@ Two small state machines per reply:
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, cast
 
 REPLACEMENT = "\ufffd"
 
 
 class Decodes(Protocol):
-    def decode(self, token_ids: list[int], skip_special_tokens: bool = ...) -> str: ...
+    # transformers' decode also takes a batch and then returns a list: the return covers both.
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = ...) -> str | list[str]: ...
 
 
 class IncrementalDecoder:
@@ -28,7 +29,7 @@ class IncrementalDecoder:
         self.read_offset = 0  # tokens before this are already turned into text
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        return cast(str, self.tokenizer.decode(ids, skip_special_tokens=True))  # one sequence: one string
 
     def push(self, token_id: int) -> str:
         """Add one token; return the text it completes (often "", never a partial character)."""

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .adapters import AdapterLoadError, AdapterSet
 from .detokenize import IncrementalDecoder, StopMatcher
@@ -94,7 +94,7 @@ class Engine:
     def __init__(
         self,
         model: PreTrainedModel,
-        tokenizer: Any,
+        tokenizer: PreTrainedTokenizerBase,
         *,
         model_name: str,
         max_running: int = 32,
@@ -306,7 +306,8 @@ class Engine:
 
     def _admit(self, result: StepResult) -> None:
         """Start queued requests, oldest first, while slots and this step's prompt budget last."""
-        budget, starting = self.max_prefill_tokens, []
+        budget = self.max_prefill_tokens
+        starting: list[Reply] = []
         while len(self._running) + len(starting) < self.max_running:
             with self._lock:
                 if not self._queue:
@@ -385,8 +386,8 @@ class Engine:
         cached = [hit.length if hit else 0 for hit in hits]
         if len(prompts) == 1 and not cached[0]:
             input_ids = torch.tensor([prompts[0]], device=self.device)
-            columns = torch.arange(len(prompts[0]), device=self.device)
-            return self._forward(input_ids, adapter_keys, cache=cache), cache, [columns]
+            positions = torch.arange(len(prompts[0]), device=self.device)
+            return self._forward(input_ids, adapter_keys, cache=cache), cache, [positions]
         suffixes = [prompt[length:] for prompt, length in zip(prompts, cached, strict=True)]
         width_p, width_s = max(cached), max(map(len, suffixes))  # P and S
         if width_p:
@@ -447,7 +448,8 @@ class Engine:
             **self._adapters.forward_kwargs(adapter_keys),
             **kwargs,
         )
-        return out.logits[:, -1]
+        logits: torch.Tensor = out.logits  # (batch, 1, vocab): a module's forward is untyped
+        return logits[:, -1]
 
     def _choose(self, logits: torch.Tensor, slots: slice, replies: list[Reply]) -> torch.Tensor:
         tokens = choose_tokens(
@@ -556,7 +558,7 @@ def _why_leaving(reply: Reply, cancelled: set[str], now: float) -> FinishReason 
     return "timeout" if reply.expired(now) else None
 
 
-def _eos_ids(model: PreTrainedModel, tokenizer: Any) -> frozenset[int]:
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
     ids: set[int] = set()
     generation_config = getattr(model, "generation_config", None)
     for source in (getattr(generation_config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
@@ -611,7 +613,8 @@ def load_engine(
     folder = resolve_base_model(base_model, cache_dir or default_cache_dir())
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, attn_implementation="sdpa")
-    model = model.to(torch_device).eval()
+    # transformers wraps PreTrainedModel.to with functools.wraps, which mypy reads as an unbound function.
+    model = model.to(torch_device).eval()  # type: ignore[arg-type]
     log.info("engine: %s on %s (%s), %d torch threads", folder, torch_device, torch_dtype, torch.get_num_threads())
     return Engine(
         model,

@@ -29,9 +29,9 @@ class WordTokenizer:
     def __init__(self) -> None:
         self.chats: dict[tuple[int, ...], list[dict[str, str]]] = {}
 
-    def apply_chat_template(self, messages: list[dict[str, str]], **_: object) -> list[int]:
-        ids = self.encode(" ".join(f"<{m['role']}> {m['content']}" for m in messages))
-        self.chats[tuple(ids)] = messages
+    def apply_chat_template(self, conversation: list[dict[str, str]], **_: object) -> list[int]:
+        ids = self.encode(" ".join(f"<{m['role']}> {m['content']}" for m in conversation))
+        self.chats[tuple(ids)] = conversation
         return ids
 
 

@@ -18,8 +18,13 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 class SlotLayer(CacheLayerMixin):
     """One decoder layer's keys and values, ``(rows, kv_heads, capacity, head_dim)``."""
 
+    # Allocated at once, never None (transformers' layers fill theirs lazily).
+    keys: torch.Tensor
+    values: torch.Tensor
+
     def __init__(self, kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device) -> None:
-        super().__init__()
+        # Unannotated in transformers; untyped_calls_exclude does not reach calls through super().
+        super().__init__()  # type: ignore[no-untyped-call]
         self.kv_heads, self.head_dim = kv_heads, head_dim
         self.dtype, self.device = dtype, device
         # Zeros, not empty: masked columns still enter q·k, and garbage NaNs would survive the mask.
@@ -101,7 +106,8 @@ class SlotCache(Cache):
     def fill_slot(self, slot: int, prefill: Cache, row: int, columns: torch.Tensor) -> None:
         """Copy the prefill cache's ``row`` at ``columns`` (in order) into positions 0.. of ``slot``."""
         for layer, source in zip(self.slot_layers, prefill.layers, strict=True):
-            assert source.keys is not None and source.values is not None
+            # A prefill cache of full-attention layers: each one holds the prompt's keys and values.
+            assert isinstance(source, CacheLayerMixin) and source.keys is not None and source.values is not None
             layer.keys[slot, :, : columns.numel()] = source.keys[row].index_select(1, columns)
             layer.values[slot, :, : columns.numel()] = source.values[row].index_select(1, columns)
 

@@ -67,7 +67,7 @@ def convert_packaged_model(target: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
     # transformers 5 refuses to save a model it believes is quantised; the weights are plain now.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # undeclared: torch types it as a submodule
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     # Write beside the target and rename, so a killed conversion never leaves a half folder.

@@ -6,7 +6,7 @@ Plain dataclasses, no torch: the web process, the worker and the engine all impo
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -58,11 +58,15 @@ Emit = Callable[[list[TokenChunk]], None]
 
 
 class Tokenizer(Protocol):
-    """What the worker and the prompt builder need of a tokenizer (transformers', the fake's)."""
+    """What the worker and the prompt builder need of a tokenizer (transformers', the fake's).
+
+    A chat is a ``list`` of ``dict``s because that is what transformers accepts; what the template
+    returns depends on its options (text, ids, a ``BatchEncoding``), so the caller narrows it.
+    """
 
     def encode(self, text: str, *, add_special_tokens: bool = ...) -> list[int]: ...
 
-    def apply_chat_template(self, conversation: Sequence[Mapping[str, str]], **kwargs: Any) -> Any: ...
+    def apply_chat_template(self, conversation: list[dict[str, str]], **kwargs: Any) -> Any: ...
 
 
 class Engine(Protocol):

@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from conversations.inference.backends import fake_engine, real_engine
 from conversations.worker import ConsumerNameTaken, InferenceWorker
 
 log = logging.getLogger(__name__)
@@ -38,26 +39,3 @@ class Command(BaseCommand):
             raise CommandError(str(taken)) from None
         if worker.exit_status:
             sys.exit(worker.exit_status)  # a loop could not recover: let the supervisor restart us
-
-
-def fake_engine() -> Any:
-    from conversations.inference.fake import FakeEngine
-
-    return FakeEngine(step_delay_s=0.05)
-
-
-def real_engine() -> Any:
-    from conversations.inference.engine import load_engine
-    from conversations.inference.model_store import resolve_base_model
-
-    base = resolve_base_model(settings.BASE_MODEL, settings.MODEL_CACHE_DIR)
-    return load_engine(
-        base,
-        device=settings.INFERENCE_DEVICE,
-        dtype=settings.INFERENCE_DTYPE,
-        threads=settings.INFERENCE_THREADS or None,
-        max_running=settings.INFERENCE_MAX_RUNNING,
-        max_queue=settings.INFERENCE_MAX_QUEUE,
-        adapters_dir=settings.ADAPTERS_DIR,
-        prefix_cache_tokens=settings.INFERENCE_PREFIX_CACHE_TOKENS,
-    )

@@ -1,0 +1,9 @@
+from typing import Any
+
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+
+class AuthMiddleware:
+    def __init__(self, inner: Any) -> None: ...
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None: ...
+
+def AuthMiddlewareStack(inner: Any) -> AuthMiddleware: ...
