@@ -18,7 +18,7 @@ from typing import Any
 from uuid import UUID
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
 from django.db import transaction
 
 from . import selectors
@@ -102,7 +102,7 @@ def deliver(events: Sequence[Event]) -> None:
 
 async def _send_all(events: Sequence[Event]) -> None:
     for event in events:
-        await _layer().group_send(event.group, {"type": event.handler, "payload": event.payload})
+        await channel_layer().group_send(event.group, {"type": event.handler, "payload": event.payload})
 
 
 async def publish(conversation_id: UUID | str, payload: dict[str, Any]) -> None:
@@ -153,7 +153,8 @@ def for_customer(payload: dict[str, Any]) -> dict[str, Any] | None:
             return None
         frame["conversation"] = _only(frame["conversation"], CUSTOMER_CONVERSATION_KEYS)
     if frame["type"] == "history":
-        ratings = frame.get("feedback") if isinstance(frame.get("feedback"), dict) else {}
+        ratings = frame.get("feedback")
+        ratings = ratings if isinstance(ratings, dict) else {}
         frame["feedback"] = {k: _only(v, CUSTOMER_FEEDBACK_KEYS) for k, v in ratings.items() if isinstance(v, dict)}
     if frame["type"] == "feedback" and frame.get("feedback") is not None:
         feedback = frame["feedback"]
@@ -182,26 +183,27 @@ def _only(item: dict[str, Any], keys: set[str]) -> dict[str, Any]:
 
 
 async def agents_join(channel_name: str) -> None:
-    await _layer().group_add(AGENTS_GROUP, channel_name)
+    await channel_layer().group_add(AGENTS_GROUP, channel_name)
 
 
 async def agents_leave(channel_name: str) -> None:
-    await _layer().group_discard(AGENTS_GROUP, channel_name)
+    await channel_layer().group_discard(AGENTS_GROUP, channel_name)
 
 
 async def conversation_join(conversation_id: UUID | str, channel_name: str) -> None:
-    await _layer().group_add(group_name(conversation_id), channel_name)
+    await channel_layer().group_add(group_name(conversation_id), channel_name)
 
 
 async def conversation_leave(conversation_id: UUID | str, channel_name: str) -> None:
-    await _layer().group_discard(group_name(conversation_id), channel_name)
+    await channel_layer().group_discard(group_name(conversation_id), channel_name)
 
 
 async def publish_agents(payload: dict[str, Any]) -> None:
     await _send_all([to_agents(payload)])
 
 
-def _layer() -> Any:
+def channel_layer() -> BaseChannelLayer:
+    """The configured layer: every send and join in the project goes through here."""
     layer = get_channel_layer()
     assert layer is not None, "CHANNEL_LAYERS is not configured"
     return layer

@@ -18,6 +18,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 def message_payload(message: Message) -> dict[str, Any]:
     """A message as customers' and agents' sockets receive it."""
+    version = message.model_version if message.model_version_id else None  # no query for a message without one
     return {
         "id": message.id,
         "role": message.role,
@@ -31,7 +32,7 @@ def message_payload(message: Message) -> dict[str, Any]:
         "model": message.model_name,
         "error": message.error,
         "author": roles.display_name(message.author) if message.role == Message.Role.AGENT else "",
-        "model_version": message.model_version.name if message.model_version_id else None,  # agents only
+        "model_version": version.name if version is not None else None,  # agents only
     }
 
 

@@ -12,7 +12,8 @@ import logging
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+
+from conversations.events import channel_layer
 
 from . import selectors
 from .models import TrainingRun
@@ -27,11 +28,11 @@ def run_group(run_id: int) -> str:
 
 
 async def run_join(run_id: int, channel_name: str) -> None:
-    await get_channel_layer().group_add(run_group(run_id), channel_name)
+    await channel_layer().group_add(run_group(run_id), channel_name)
 
 
 async def run_leave(run_id: int, channel_name: str) -> None:
-    await get_channel_layer().group_discard(run_group(run_id), channel_name)
+    await channel_layer().group_discard(run_group(run_id), channel_name)
 
 
 def run_changed(run_id: int) -> None:
@@ -39,6 +40,6 @@ def run_changed(run_id: int) -> None:
     try:
         run = TrainingRun.objects.select_related("version").get(id=run_id)
         payload: dict[str, Any] = {"type": "run", "run": selectors.run_payload(run)}
-        async_to_sync(get_channel_layer().group_send)(run_group(run_id), {"type": RUN_HANDLER, "payload": payload})
+        async_to_sync(channel_layer().group_send)(run_group(run_id), {"type": RUN_HANDLER, "payload": payload})
     except Exception:  # progress pages are a view: the run goes on whatever happens here
         log.warning("could not push the progress of run %s", run_id, exc_info=True)

@@ -25,6 +25,8 @@ from .models import DatasetSnapshot, Example, ModelVersion, TrainingRun
 from .services import LeaseLost
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from .datasets import BuildOptions
     from .training import TrainingConfig, TrainResult
 
@@ -154,7 +156,13 @@ def _pipeline(run: TrainingRun, owner: str, keeper: LeaseKeeper) -> None:
 
 
 def _snapshot_for(
-    run: TrainingRun, owner: str, keeper: LeaseKeeper, *, model_path: str, tokenizer: Any, options: BuildOptions
+    run: TrainingRun,
+    owner: str,
+    keeper: LeaseKeeper,
+    *,
+    model_path: str,
+    tokenizer: PreTrainedTokenizerBase,
+    options: BuildOptions,
 ) -> None:
     services.run_update(run=run, owner=owner, phase="building")
     run.snapshot = _snapshot_build(model_path=model_path, tokenizer=tokenizer, options=options, check=keeper.check)
@@ -163,7 +171,7 @@ def _snapshot_for(
 
 
 def _snapshot_build(
-    *, model_path: str, tokenizer: Any, options: BuildOptions, check: Callable[[], None]
+    *, model_path: str, tokenizer: PreTrainedTokenizerBase, options: BuildOptions, check: Callable[[], None]
 ) -> DatasetSnapshot:
     """The base model's general replies (``check`` once they are made: the slow part), then the
     snapshot of conversations they are mixed into."""
@@ -182,7 +190,7 @@ def _train(
     keeper: LeaseKeeper,
     *,
     model_path: str,
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     config: TrainingConfig,
     name: str,
 ) -> TrainResult:
@@ -243,7 +251,12 @@ def _train(
 
 
 def _metrics(
-    version: ModelVersion, result: TrainResult, *, tokenizer: Any, config: TrainingConfig, options: BuildOptions
+    version: ModelVersion,
+    result: TrainResult,
+    *,
+    tokenizer: PreTrainedTokenizerBase,
+    config: TrainingConfig,
+    options: BuildOptions,
 ) -> dict[str, Any]:
     """The version's evaluation, with how its training went."""
     metrics = version_evaluate(version=version, tokenizer=tokenizer, config=config, options=options)
@@ -260,7 +273,7 @@ def _metrics(
 
 
 def version_evaluate(
-    *, version: ModelVersion, tokenizer: Any, config: TrainingConfig, options: BuildOptions
+    *, version: ModelVersion, tokenizer: PreTrainedTokenizerBase, config: TrainingConfig, options: BuildOptions
 ) -> dict[str, Any]:
     """Evaluate ``version`` against the version in service on its snapshot's held-out examples."""
     from . import evaluation

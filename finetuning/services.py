@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -76,7 +77,7 @@ Enqueue = Callable[[int], object]
 
 def run_start(
     *,
-    requested_by: Any = None,
+    requested_by: User | None = None,
     config: dict[str, Any] | None = None,
     snapshot: DatasetSnapshot | None = None,
     enqueue: Enqueue | None = None,
@@ -235,9 +236,10 @@ def _activate(version: ModelVersion | None) -> None:
     """Retire the version serving, then activate ``version``: in this order the database's "at most
     one active" constraint holds after every statement."""
     now = timezone.now()
-    ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).exclude(id=version.id if version else None).update(
-        status=ModelVersion.Status.RETIRED
-    )
+    serving = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE)
+    if version is not None:
+        serving = serving.exclude(id=version.id)
+    serving.update(status=ModelVersion.Status.RETIRED)
     if version is not None:
         ModelVersion.objects.filter(id=version.id).update(
             status=ModelVersion.Status.ACTIVE, promoted_at=now, serve_error=""
@@ -264,7 +266,7 @@ def version_is_evaluated(version: ModelVersion) -> bool:
     return "checks" in (version.metrics or {})
 
 
-def version_promote(*, version: ModelVersion, expected: str | None = None, actor: Any = None) -> ModelVersion:
+def version_promote(*, version: ModelVersion, expected: str | None = None, actor: User | None = None) -> ModelVersion:
     """Make ``version`` the one new replies use; the inference worker loads its adapter on first use.
 
     ``expected``: the version the caller means to replace (``BASE`` for none); when another serves
@@ -286,7 +288,7 @@ def version_promote(*, version: ModelVersion, expected: str | None = None, actor
     return version
 
 
-def version_rollback(*, expected: str | None = None, actor: Any = None) -> ModelVersion | None:
+def version_rollback(*, expected: str | None = None, actor: User | None = None) -> ModelVersion | None:
     """Back to the version that served before the current one; None means the bare base model.
 
     ``expected`` as for promote: a second click of the same page finds its version already gone

@@ -46,11 +46,11 @@ class ChatConsumer(JsonSocket):
         if not await limited(limits.socket_open_allowed, address=self.address):
             await self.refuse(CLOSE_RATE_LIMITED, SOCKETS_FROM_ADDRESS)
             return
-        customer = await self._customer()
+        customer = await database_sync_to_async(services.customer_of_session)(self.scope["session"])
         if customer is None:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        conversation = await self._conversation(customer)
+        conversation = await database_sync_to_async(self._conversation)(customer)
         if conversation is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
@@ -168,11 +168,6 @@ class ChatConsumer(JsonSocket):
         await events.conversation_join(conversation.id, self.channel_name)
         await self.send_json(await database_sync_to_async(selectors.history_frame)(conversation))
 
-    @database_sync_to_async
-    def _customer(self) -> Customer | None:
-        return services.customer_of_session(self.scope["session"])
-
-    @database_sync_to_async
     def _conversation(self, customer: Customer) -> Conversation | None:
         wanted = parse_qs(self.scope.get("query_string", b"").decode()).get("conversation")
         if wanted:

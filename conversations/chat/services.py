@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from uuid import UUID
 
 from django.conf import settings
+from django.contrib.auth.models import User
+from django.contrib.sessions.backends.base import SessionBase
 from django.db import IntegrityError, transaction
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
@@ -27,13 +29,13 @@ class SendResult:
     handoff: bool = False  # True when the text asked for a person (settings.HANDOFF_PHRASES)
 
 
-def customer_of_session(session: Any) -> Customer | None:
+def customer_of_session(session: SessionBase) -> Customer | None:
     """The customer this browser session belongs to, if it has one that still exists."""
     customer_id = session.get("customer_id")
     return Customer.objects.filter(id=customer_id).first() if customer_id else None
 
 
-def customer_create(*, session: Any, address: str | None) -> Customer:
+def customer_create(*, session: SessionBase, address: str | None) -> Customer:
     """A new customer for this browser session, recording the client address it came from."""
     customer = Customer.objects.create(address=address)
     session["customer_id"] = str(customer.id)
@@ -66,7 +68,7 @@ def conversation_start(*, customer: Customer) -> Conversation:
     return Conversation.objects.create(customer=customer)
 
 
-def validate_text(text: Any) -> str:
+def validate_text(text: object) -> str:
     if not isinstance(text, str) or not text.strip():
         raise ChatError("empty_text", "A message needs some text.")
     limit = settings.CHAT_MAX_MESSAGE_CHARS
@@ -75,7 +77,7 @@ def validate_text(text: Any) -> str:
     return text.strip()
 
 
-def validate_client_id(client_id: Any) -> str | None:
+def validate_client_id(client_id: object) -> str | None:
     if client_id is None:
         return None
     if not isinstance(client_id, str) or not 1 <= len(client_id) <= 64:
@@ -83,13 +85,13 @@ def validate_client_id(client_id: Any) -> str | None:
     return client_id
 
 
-def _lock_customer(customer_id: Any) -> None:
+def _lock_customer(customer_id: UUID) -> None:
     """Hold the customer's row until the transaction ends: a limit counted over all their
     conversations is checked and written by one socket at a time."""
     list(Customer.objects.select_for_update().filter(id=customer_id).values_list("id", flat=True))
 
 
-def _check_rate_limit(customer_id: Any) -> None:
+def _check_rate_limit(customer_id: UUID) -> None:
     """At most ``CHAT_RATE_LIMIT_MESSAGES`` a window of customer messages and retries together
     (a retry asks the model as much as a message does). Call with the customer's row locked."""
     since = timezone.now() - timedelta(seconds=settings.CHAT_RATE_LIMIT_WINDOW_S)
@@ -116,7 +118,7 @@ def _retries(recent: QuerySet[Message]) -> int:
     return bot_replies.filter(before=Message.Role.BOT).count()
 
 
-def message_send(*, conversation: Conversation, text: Any, client_id: Any = None) -> SendResult:
+def message_send(*, conversation: Conversation, text: object, client_id: object = None) -> SendResult:
     """Store what the customer typed and, when the bot holds the conversation, a pending reply.
 
     Both rows commit together before the worker hears of the reply, so nothing typed is lost
@@ -263,7 +265,9 @@ def stop_reply_in_flight(conversation: Conversation) -> Message | None:
     return reply_stop(message=reply) if reply is not None else None
 
 
-def conversation_move(conversation: Conversation, status: str, agent: Any, *, alert: bool = False) -> Transition:
+def conversation_move(
+    conversation: Conversation, status: str, agent: User | None, *, alert: bool = False
+) -> Transition:
     """Move the locked conversation to ``status`` (stopping the bot's reply when it may no longer
     write) and tell its group and the inbox; ``alert`` when it now waits for an agent."""
     stopped = stop_reply_in_flight(conversation) if not rules.bot_may_write(status) else None
@@ -295,7 +299,13 @@ MAX_COMMENT_CHARS = 1000
 
 
 def feedback_set(
-    *, message: Message, source: str, positive: Any, reason: Any = "", comment: Any = "", author: Any = None
+    *,
+    message: Message,
+    source: str,
+    positive: object,
+    reason: object = "",
+    comment: object = "",
+    author: User | None = None,
 ) -> Feedback | None:
     """Rate a bot reply, replacing the earlier rating from the same source; ``positive=None`` clears it."""
     if message.role != Message.Role.BOT or message.status in Message.ACTIVE_STATUSES:
@@ -307,7 +317,7 @@ def feedback_set(
     if not isinstance(positive, bool):
         raise ChatError("invalid_feedback", '"positive" must be true, false or null.')
     reason = reason or ""
-    if reason and reason not in Feedback.Reason.values:
+    if not isinstance(reason, str) or (reason and reason not in Feedback.Reason.values):
         raise ChatError("invalid_reason", f"reason must be one of {', '.join(Feedback.Reason.values)}.")
     if not isinstance(comment, str) or len(comment) > MAX_COMMENT_CHARS:
         raise ChatError("invalid_comment", f"comment must be text of at most {MAX_COMMENT_CHARS} characters.")
@@ -334,7 +344,7 @@ def _feedback_sent(message: Message, source: str, feedback: Feedback | None) -> 
     events.send_on_commit(review, events.inbox_changed(message.conversation))
 
 
-def satisfaction_set(*, conversation: Conversation, score: Any) -> Conversation:
+def satisfaction_set(*, conversation: Conversation, score: object) -> Conversation:
     """The customer's 1-5 rating of a closed conversation; a second click replaces the first."""
     conversation.refresh_from_db(fields=["status"])
     if conversation.status != Conversation.Status.CLOSED:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from .. import events, roles
@@ -27,7 +28,7 @@ MAX_TAG_CHARS = 40
 
 
 @transaction.atomic
-def conversation_takeover(*, conversation: Conversation, agent: Any) -> Transition:
+def conversation_takeover(*, conversation: Conversation, agent: User) -> Transition:
     """An agent joins: the bot stops (a reply in flight is cancelled) and stays silent."""
     conversation = conversation_locked(conversation)
     check_open(conversation)
@@ -37,7 +38,7 @@ def conversation_takeover(*, conversation: Conversation, agent: Any) -> Transiti
 
 
 @transaction.atomic
-def conversation_hand_back(*, conversation: Conversation, agent: Any) -> Transition:
+def conversation_hand_back(*, conversation: Conversation, agent: User) -> Transition:
     """The agent gives the conversation back to the bot, which answers the next message.
 
     A conversation still waiting for an agent can be handed back too (a request made by mistake).
@@ -49,7 +50,7 @@ def conversation_hand_back(*, conversation: Conversation, agent: Any) -> Transit
 
 
 @transaction.atomic
-def conversation_close(*, conversation: Conversation, agent: Any) -> Transition:
+def conversation_close(*, conversation: Conversation, agent: User) -> Transition:
     conversation = conversation_locked(conversation)
     check_open(conversation)
     if conversation.status == Conversation.Status.AGENT:
@@ -57,7 +58,7 @@ def conversation_close(*, conversation: Conversation, agent: Any) -> Transition:
     return conversation_move(conversation, Conversation.Status.CLOSED, conversation.agent)
 
 
-def _check_holder(conversation: Conversation, agent: Any) -> None:
+def _check_holder(conversation: Conversation, agent: User) -> None:
     check_open(conversation)
     if conversation.status != Conversation.Status.AGENT:
         raise ChatError("not_with_agent", "No agent holds this conversation; take it over first.")
@@ -65,7 +66,9 @@ def _check_holder(conversation: Conversation, agent: Any) -> None:
         raise ChatError("held_by_another_agent", f"{roles.display_name(conversation.agent)} holds this conversation.")
 
 
-def agent_message_send(*, conversation: Conversation, agent: Any, text: Any, client_id: Any = None) -> SendResult:
+def agent_message_send(
+    *, conversation: Conversation, agent: User, text: object, client_id: object = None
+) -> SendResult:
     """What the agent holding the conversation writes to the customer."""
     text = validate_text(text)
     client_id = validate_client_id(client_id)
@@ -84,7 +87,7 @@ def agent_message_send(*, conversation: Conversation, agent: Any, text: Any, cli
     return SendResult(message, None, created=True)
 
 
-def correction_set(*, message: Message, text: Any, author: Any) -> Correction | None:
+def correction_set(*, message: Message, text: object, author: User) -> Correction | None:
     """The reply the bot should have given; empty text removes the correction."""
     if message.role != Message.Role.BOT:
         raise ChatError("not_correctable", "Only a bot reply can be corrected.")
@@ -103,7 +106,7 @@ def correction_set(*, message: Message, text: Any, author: Any) -> Correction | 
     return correction
 
 
-def tags_parse(raw: Any) -> list[str]:
+def tags_parse(raw: object) -> list[str]:
     """Tags from a list or a comma-separated string: trimmed, without duplicates, in order."""
     items = raw.split(",") if isinstance(raw, str) else raw
     if not isinstance(items, list) or not all(isinstance(t, str) for t in items):
@@ -117,8 +120,8 @@ def tags_parse(raw: Any) -> list[str]:
 def conversation_review(
     *,
     conversation: Conversation,
-    tags: Any = None,
-    note: Any = None,
+    tags: object = None,
+    note: object = None,
     reviewed: bool | None = None,
     exclude_from_training: bool | None = None,
 ) -> Conversation:
