@@ -85,6 +85,8 @@ class Message(models.Model):
     model_version = models.ForeignKey(
         "finetuning.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
     )
+    # The knowledge entries a bot reply was grounded on: [{"entry": id, "score": cosine}], best first.
+    grounding = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -157,3 +159,18 @@ class BotSettings(models.Model):
     def load(cls) -> BotSettings:
         settings_row, _ = cls.objects.get_or_create(pk=1)
         return settings_row
+
+
+# Defined in their own package, registered with this app (and its migrations) from here.
+from .knowledge.models import KnowledgeEntry, KnowledgeSource  # noqa: E402
+
+__all__ = [
+    "BotSettings",
+    "Conversation",
+    "Correction",
+    "Customer",
+    "Feedback",
+    "KnowledgeEntry",
+    "KnowledgeSource",
+    "Message",
+]
