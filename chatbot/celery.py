@@ -11,6 +11,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
 app = Celery("chatbot")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+app.autodiscover_tasks(["conversations.knowledge"])  # a package inside the app
 
 
 @worker_init.connect

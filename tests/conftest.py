@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import pytest
 import redis
@@ -80,6 +81,17 @@ def _fresh_channel_layer() -> Iterator[None]:
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+def knowledge_scheduled() -> Iterator[list[int]]:
+    """The message ids whose teaching was sent to Celery (``knowledge_suggest``), in order: no
+    test puts a task on the real broker, where a running Celery worker would take it."""
+    from conversations.knowledge import tasks
+
+    scheduled: list[int] = []
+    with mock.patch.object(tasks.knowledge_suggest, "delay", side_effect=scheduled.append):
+        yield scheduled
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from ..chat.services import (
     validate_text,
 )
 from ..errors import ChatError
+from ..knowledge import tasks as knowledge_tasks
 from ..models import Conversation, Correction, Message
 
 MAX_TAGS = 20
@@ -84,6 +85,8 @@ def agent_message_send(
         )
         locked.save(update_fields=["updated_at"])
         events.send_on_commit(events.message_sent(message), events.inbox_changed(locked))
+        if knowledge_tasks.question_before(message) is not None:  # an answer to the customer's question
+            knowledge_tasks.suggest_on_commit(message.id)
     return SendResult(message, None, created=True)
 
 
@@ -100,6 +103,7 @@ def correction_set(*, message: Message, text: object, author: User) -> Correctio
         correction, _ = Correction.objects.update_or_create(
             message=message, defaults={"text": text.strip(), "author": author}
         )
+        knowledge_tasks.suggest_on_commit(message.id)  # what the agent taught: a suggestion
     else:
         Correction.objects.filter(message=message).delete()
     _review_sent(str(message.conversation_id), {"message_id": message.id, "correction": text.strip()})
