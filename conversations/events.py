@@ -41,7 +41,8 @@ CUSTOMER_FRAMES: dict[str, set[str]] = {
     "satisfaction": {"type", "score"},
     "error": {"type", "code", "detail"},
 }
-# Not "model" nor "model_version": which version answered is the agents' business.
+# Not "model", "model_version" nor "grounding": which version answered, and from which knowledge
+# entries, is the agents' business.
 CUSTOMER_MESSAGE_KEYS = {
     "id",
     "role",

@@ -49,6 +49,37 @@ class Turn:
     text: str
 
 
+@dataclass(frozen=True)
+class Reference:
+    """An approved knowledge entry retrieved for a question, with its cosine to it."""
+
+    entry_id: int
+    question: str
+    answer: str
+    score: float
+
+
+# The one format reference facts take in a prompt: serving builds it here, and a dataset build that
+# trains on retrieved entries must build it the same way (docs/knowledge.md).
+KNOWLEDGE_HEADER = (
+    "Reference facts approved by the support team. When one answers the customer's question, "
+    "answer with it and keep its figures and names exactly as written. Never mix facts together."
+)
+
+
+def knowledge_block(references: Sequence[Reference]) -> str:
+    """The reference facts, best first, as the system prompt's last paragraph; empty when none."""
+    if not references:
+        return ""
+    facts = "\n".join(f"Q: {r.question}\nA: {r.answer}" for r in references)
+    return f"{KNOWLEDGE_HEADER}\n{facts}"
+
+
+def system_prompt_with(system_prompt: str, references: Sequence[Reference]) -> str:
+    block = knowledge_block(references)
+    return f"{system_prompt}\n\n{block}" if system_prompt and block else system_prompt or block
+
+
 def build_chat(
     *,
     system_prompt: str,
@@ -178,9 +209,15 @@ def sampling_from_settings() -> SamplingParams:
 
 
 def prompt_for(
-    message: Message, tokenizer: Tokenizer, *, max_new_tokens: int, max_positions: int | None = None
+    message: Message,
+    tokenizer: Tokenizer,
+    *,
+    max_new_tokens: int,
+    max_positions: int | None = None,
+    references: Sequence[Reference] = (),
 ) -> list[int]:
-    """The chat-template token ids for answering ``message``, from the stored history before it.
+    """The chat-template token ids for answering ``message``, from the stored history before it,
+    with ``references`` (retrieved knowledge) after the system prompt.
 
     The prompt leaves room for ``max_new_tokens`` within ``INFERENCE_CONTEXT_TOKENS`` and within the
     model's own context (``max_positions``). History is counted turn by turn, then the templated
@@ -189,7 +226,7 @@ def prompt_for(
     from .models import BotSettings
 
     history = [Turn(m.role, m.text) for m in message.conversation.messages.filter(id__lt=message.id)]
-    system_prompt = BotSettings.load().system_prompt or settings.DEFAULT_SYSTEM_PROMPT
+    system_prompt = system_prompt_with(BotSettings.load().system_prompt or settings.DEFAULT_SYSTEM_PROMPT, references)
     context = min(settings.INFERENCE_CONTEXT_TOKENS, max_positions or settings.INFERENCE_CONTEXT_TOKENS)
     limit = max(context - max_new_tokens, 1)
     budget = limit

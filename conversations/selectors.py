@@ -33,6 +33,7 @@ def message_payload(message: Message) -> dict[str, Any]:
         "error": message.error,
         "author": roles.display_name(message.author) if message.role == Message.Role.AGENT else "",
         "model_version": version.name if version is not None else None,  # agents only
+        "grounding": message.grounding,  # agents only: the knowledge entries the reply rests on
     }
 
 

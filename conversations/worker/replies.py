@@ -8,7 +8,7 @@ published once Redis is back (a browser that reconnects meanwhile gets it from h
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from .. import events, prompts, selectors
 from ..inference.types import Engine, GenerationRequest, TokenChunk
+from ..knowledge import retrieval
 from . import services
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,11 @@ def prepare(*, message_id: int, entry_id: str, engine: Engine, consumer: str) ->
     if version is not None and adapter and version.serve_error:
         raise ReplyRefused(unservable_error(version.name))
     model_name = engine.model_name + (f"+{adapter}" if adapter else "")
-    services.reply_model_set(message_id=message.id, model_name=model_name)
+    references = retrieval.references_for(message)
+    if references:  # greedy: a small model copies a fact's figures more faithfully than it samples them
+        sampling = replace(sampling, temperature=0.0)
+    grounding = [{"entry": r.entry_id, "score": r.score} for r in references]
+    services.reply_model_set(message_id=message.id, model_name=model_name, grounding=grounding)
     request = GenerationRequest(
         request_id=str(message.id),
         prompt_ids=tuple(
@@ -82,6 +87,7 @@ def prepare(*, message_id: int, entry_id: str, engine: Engine, consumer: str) ->
                 engine.tokenizer,
                 max_new_tokens=sampling.max_new_tokens,
                 max_positions=engine.max_positions,
+                references=references,
             )
         ),
         sampling=sampling,

@@ -89,6 +89,7 @@ def reply_finish(
     return message
 
 
-def reply_model_set(*, message_id: int, model_name: str) -> None:
-    """Which model (and adapter) writes the reply, for the agents' transcript."""
-    Message.objects.filter(id=message_id).update(model_name=model_name)
+def reply_model_set(*, message_id: int, model_name: str, grounding: list[dict[str, float]] | None = None) -> None:
+    """Which model (and adapter) writes the reply, and the knowledge entries it is grounded on
+    (ids and scores), for the agents' transcript."""
+    Message.objects.filter(id=message_id).update(model_name=model_name, grounding=grounding or [])
