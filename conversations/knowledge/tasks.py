@@ -50,8 +50,9 @@ def taught_at(message_id: int) -> services.Taught | None:
 
 
 def question_before(message: Message) -> Message | None:
-    """The customer's message this reply answers: the latest one before it, when the turn before
-    the reply is the customer's (an agent's second message in a row answers nothing new)."""
+    """The customer's message this reply answers: the latest one before it, when nothing but a bot
+    reply the takeover cut short lies between (an agent's second message in a row answers nothing new)."""
     before = message.conversation.messages.filter(id__lt=message.id).exclude(role=Message.Role.SYSTEM)
-    last = before.order_by("-id").first()
+    unfinished = before.filter(role=Message.Role.BOT).exclude(status=Message.Status.COMPLETE)
+    last = before.exclude(id__in=unfinished.values("id")).order_by("-id").first()
     return last if last is not None and last.role == Message.Role.CUSTOMER and last.text.strip() else None
