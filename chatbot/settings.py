@@ -188,7 +188,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # a reply may be grounded on, the cosine a question needs to get one, and the cosine above which a
 # new suggestion counts as the same question as an existing entry.
 KNOWLEDGE_TOP_K = env_int("KNOWLEDGE_TOP_K", 3)
-KNOWLEDGE_THRESHOLD = env_float("KNOWLEDGE_THRESHOLD", 0.56)
+KNOWLEDGE_THRESHOLD = env_float("KNOWLEDGE_THRESHOLD", 0.58)
 KNOWLEDGE_GROUP_THRESHOLD = env_float("KNOWLEDGE_GROUP_THRESHOLD", 0.72)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000)
 CHAT_RATE_LIMIT_MESSAGES = env_int("CHAT_RATE_LIMIT_MESSAGES", 6)

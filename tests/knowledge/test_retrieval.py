@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from conversations import events, prompts, selectors
 from conversations.chat import services as chat_services
@@ -48,7 +49,7 @@ def test_a_paraphrase_finds_the_approved_entry_and_the_reply_records_it(conversa
     approved(*HOURS)
     prepared, chat = prepared_chat(ask(conversation, "What's the price to have my present wrapped?"), FakeEngine())
     grounding = Message.objects.get(id=prepared.reply.message_id).grounding
-    assert grounding[0]["entry"] == wrapping and grounding[0]["score"] >= 0.56
+    assert grounding[0]["entry"] == wrapping and grounding[0]["score"] >= settings.KNOWLEDGE_THRESHOLD
     assert prompts.KNOWLEDGE_HEADER in chat[0]["content"] and "A: Gift wrapping costs $4.50" in chat[0]["content"]
     assert prepared.request.sampling.temperature == 0.0
 
