@@ -169,8 +169,8 @@ def suggestion_record(*, taught: Taught, vector: vectors.Matrix) -> KnowledgeEnt
     (cosine above KNOWLEDGE_GROUP_THRESHOLD). Its answer stating other figures (a price, a day)
     marks both a conflict instead, and neither is served until a person resolves it.
 
-    ``vector`` is the (1, DIM) embedding of ``taught.question`` before redaction's tokens are in it
-    or after: the caller embeds what it stores.
+    ``vector`` is the (1, DIM) embedding of the question as stored (``clean(taught.question)``):
+    the caller embeds, off the web process.
     """
     question, answer = clean(taught.question, "question"), clean(taught.answer, "answer")
     earlier = _taught_before(taught)

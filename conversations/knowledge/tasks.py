@@ -17,7 +17,8 @@ def knowledge_suggest(message_id: int) -> int | None:
     taught = taught_at(message_id)
     if taught is None:
         return None
-    return services.suggestion_record(taught=taught, vector=vectors.embed([taught.question])).id
+    vector = vectors.embed([services.clean(taught.question, "question")])  # what is stored: no personal data
+    return services.suggestion_record(taught=taught, vector=vector).id
 
 
 def suggest_on_commit(message_id: int) -> None:
