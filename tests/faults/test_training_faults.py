@@ -278,7 +278,7 @@ def test_a_celery_worker_killed_mid_training_and_restarted_inside_the_lease_resu
     assert [step for step, _ in run.loss_history] == list(range(1, run.total_steps + 1))
     [version] = ModelVersion.objects.all()
     assert run.version == version and version.status == ModelVersion.Status.CANDIDATE
-    assert services.version_is_evaluated(version)
+    assert services.version_refused_checks(version) != [services.NOT_EVALUATED]
     adapters = [p for p in Path(settings.ADAPTERS_DIR).iterdir() if not p.name.startswith(".")]
     assert adapters == [Path(version.adapter_path)]
 

@@ -1,4 +1,4 @@
-"""python manage.py promote VERSION [--replacing NAME]"""
+"""python manage.py promote VERSION [--replacing NAME] [--force --reason TEXT]"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from finetuning import services
-from finetuning.models import ModelVersion
+from finetuning.models import ModelVersion, Promotion
 
 
 class Command(BaseCommand):
@@ -20,13 +20,21 @@ class Command(BaseCommand):
             metavar="NAME",
             help=f"refuse unless NAME serves now ({services.BASE!r} for the base model); default: whatever serves",
         )
+        parser.add_argument(
+            "--force", action="store_true", help="promote even though its checks failed or did not run (needs --reason)"
+        )
+        parser.add_argument("--reason", default="", metavar="TEXT", help="why it is forced; stored with the promotion")
 
     def handle(self, *args: Any, **options: Any) -> None:
         version = ModelVersion.objects.filter(name=options["version"]).first()
         if version is None:
             raise CommandError(f"no model version named {options['version']}")
         try:
-            services.version_promote(version=version, expected=options["replacing"])
+            services.version_promote(
+                version=version, expected=options["replacing"], force=options["force"], reason=options["reason"]
+            )
         except services.LearningLoopError as error:
             raise CommandError(str(error)) from error
-        self.stdout.write(f"{version.name} is now active")
+        promotion = Promotion.objects.filter(version=version).last()
+        forced = f" (forced past: {', '.join(promotion.refused_checks)})" if promotion and promotion.forced else ""
+        self.stdout.write(f"{version.name} is now active{forced}")
