@@ -231,6 +231,9 @@ def test_a_celery_worker_killed_mid_training_and_restarted_inside_the_lease_resu
         FINETUNING_CPU_PRIORITY="normal",  # the test's own two cores are shared: nothing to yield to
         FINETUNING_EVAL_MAX_NEW_TOKENS="2",
         FINETUNING_EVAL_MAX_REPLAYS="1",
+        FINETUNING_PROBE_MAX_FACTS="1",
+        FINETUNING_PROBE_PARAPHRASES="1",
+        FINETUNING_PROBE_UNRELATED="2",
     )
     checkpoints = Path(settings.FINETUNING_CHECKPOINTS_DIR) / f"run-{run.id}"
     try:
