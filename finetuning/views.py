@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from . import selectors, services, tasks
+from . import conf, selectors, services, tasks
 from .models import DatasetSnapshot, ModelVersion, TrainingRun
 
 
@@ -93,6 +93,8 @@ def version_detail(request: HttpRequest, name: str) -> HttpResponse:
         "live": selectors.version_live_results(version),
         "active": selectors.version_active(),
         "refused": services.version_refused_checks(version),
+        "checks": selectors.version_checks(version),
+        "min_examples": conf.check_min_examples(),
     }
     return render(request, "finetuning/version.html", context)
 

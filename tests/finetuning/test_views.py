@@ -154,6 +154,27 @@ def test_an_admin_forces_a_refused_version_from_the_page(admin: Client, refused:
     assert Promotion.objects.get().reason == "urgent"
 
 
+def test_the_version_page_shows_each_checks_count_and_warns_when_it_is_too_few(
+    staff: Client, candidate: ModelVersion
+) -> None:
+    candidate.metrics |= {
+        "checks": {"replay_f1_no_worse": False, "no_taught_facts_in_unrelated": True},
+        "not_enough_data": ["replay_f1_no_worse"],
+        "check_examples": {"replay_f1_no_worse": 1, "no_taught_facts_in_unrelated": 40},
+        "fact_probes": 34,
+        "facts_probed": 17,
+        "recall": {"candidate": 20, "active": 1},
+        "wrong_facts": {"candidate": 3, "active": 0},
+        "unrelated_prompts": 40,
+    }
+    candidate.save()
+    page = staff.get(f"/training/versions/{candidate.name}/").content.decode()
+    assert "⚠ replay_f1_no_worse (n = 1): not enough data, fewer than 5 examples" in page
+    assert "✔ no_taught_facts_in_unrelated (n = 40)" in page
+    assert "20 of 34" in page and "3 of 34" in page and "(40 prompts)" in page
+    assert "Promotion refused:" in page
+
+
 def test_the_pages_send_the_version_serving_when_they_were_drawn(staff: Client, candidate: ModelVersion) -> None:
     assert 'name="expected" value="base"' in staff.get(f"/training/versions/{candidate.name}/").content.decode()
     staff.post(f"/training/versions/{candidate.name}/promote", {"expected": "base"})
