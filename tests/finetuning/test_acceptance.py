@@ -2,7 +2,7 @@
 
 Agents corrected the bot with facts about a made-up shop; their reviewed conversations come in
 through ``import_conversations``; a run builds, trains, evaluates on held-out turns and probes;
-the gate refuses the candidate (three held-out conversations are too few) and an admin forces it.
+an admin promotes the candidate (past the gate, with a reason, if its figures fail a check).
 Paraphrased questions, answered from the prompt the serving worker builds with the adapter the
 new replies record, get the taught facts, and unrelated questions do not; then both sets are
 asked again through the chat websocket of the live system.
@@ -115,16 +115,16 @@ def test_corrections_become_a_served_version_that_knows_the_facts(
     paraphrases = [fact.paraphrase for fact in FACTS]
     before = ask(paraphrases, base_model, tokenizer)
 
-    # 20 conversations hold out 3: the replayed checks rest on too few examples, so the gate
-    # refuses the candidate and the admin forces it, saying why.
-    assert {"heldout_loss_no_worse", "replay_f1_no_worse"} <= set(metrics["not_enough_data"])
-    with pytest.raises(services.GateRefused):
-        services.version_promote(version=candidate)
+    # 40 conversations hold out 6: every check rests on enough examples. The admin promotes from
+    # the forced path, which is an ordinary promote when nothing is refused; the row says which.
+    assert metrics["not_enough_data"] == [], metrics["check_examples"]
+    refused = services.version_refused_checks(candidate)
     admin = User.objects.create_superuser("ada", password="x")
-    reason = "held-out replays rest on 3 conversations; the paraphrase probes recall the facts"
+    reason = "the acceptance test serves the candidate to measure it live"
     services.version_promote(version=candidate, actor=admin, force=True, reason=reason)
     assert version_active() == candidate
-    assert Promotion.objects.get(version=candidate).refused_checks == services.version_refused_checks(candidate)
+    promotion = Promotion.objects.get(version=candidate)
+    assert (promotion.forced, promotion.refused_checks) == (bool(refused), refused)
     served = PeftModel.from_pretrained(base_model, candidate.adapter_path).merge_and_unload()
     after = ask(paraphrases, served, tokenizer)
 
