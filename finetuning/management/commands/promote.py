@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from finetuning import services
-from finetuning.models import ModelVersion, Promotion
+from finetuning.models import ModelVersion
 
 
 class Command(BaseCommand):
@@ -29,12 +29,14 @@ class Command(BaseCommand):
         version = ModelVersion.objects.filter(name=options["version"]).first()
         if version is None:
             raise CommandError(f"no model version named {options['version']}")
+        # Promoting the version already serving passes no gate; any other promote that returns past
+        # refused checks was forced.
+        refused = [] if version.status == ModelVersion.Status.ACTIVE else services.version_refused_checks(version)
         try:
             services.version_promote(
                 version=version, expected=options["replacing"], force=options["force"], reason=options["reason"]
             )
         except services.LearningLoopError as error:
             raise CommandError(str(error)) from error
-        promotion = Promotion.objects.filter(version=version).last()
-        forced = f" (forced past: {', '.join(promotion.refused_checks)})" if promotion and promotion.forced else ""
+        forced = f" (forced past: {', '.join(refused)})" if refused else ""
         self.stdout.write(f"{version.name} is now active{forced}")
