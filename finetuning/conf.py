@@ -63,3 +63,28 @@ def eval_max_new_tokens() -> int:
 
 def eval_max_replays() -> int:
     return int(settings.FINETUNING_EVAL_MAX_REPLAYS)
+
+
+def probe_paraphrases() -> int:
+    """Paraphrases the base model writes per taught fact for the evaluation's probes (0: none)."""
+    return int(settings.FINETUNING_PROBE_PARAPHRASES)
+
+
+def probe_max_facts() -> int:
+    """Most taught facts probed per evaluation."""
+    return int(settings.FINETUNING_PROBE_MAX_FACTS)
+
+
+def probe_min_similarity() -> float:
+    """MiniLM cosine a paraphrase keeps with its question: below it, it asks something else."""
+    return float(settings.FINETUNING_PROBE_MIN_SIMILARITY)
+
+
+def probe_unrelated() -> int:
+    """How many of the fixed unrelated prompts the evaluation asks (0: all of them)."""
+    return int(settings.FINETUNING_PROBE_UNRELATED)
+
+
+def check_min_examples() -> int:
+    """Fewest examples a check may rest on; below, it reads "not enough data" and does not pass."""
+    return int(settings.FINETUNING_CHECK_MIN_EXAMPLES)

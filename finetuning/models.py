@@ -59,6 +59,11 @@ class Promotion(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # A promote past the gate: the checks it overrode (as the version's metrics named them when it
+    # was promoted) and the reason the admin wrote, kept for whoever asks later why it served.
+    forced = models.BooleanField(default=False)
+    reason = models.TextField(blank=True)
+    refused_checks = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from .datasets import BuildOptions
+    from .evaluation import Contenders
+    from .probes import FactProbe
     from .training import TrainingConfig, TrainResult
 
 log = logging.getLogger(__name__)
@@ -275,8 +277,9 @@ def _metrics(
 def version_evaluate(
     *, version: ModelVersion, tokenizer: PreTrainedTokenizerBase, config: TrainingConfig, options: BuildOptions
 ) -> dict[str, Any]:
-    """Evaluate ``version`` against the version in service on its snapshot's held-out examples."""
-    from . import evaluation
+    """Evaluate ``version`` against the version in service on its snapshot's held-out examples
+    and on probes: paraphrases of the facts it was taught, and unrelated prompts."""
+    from . import evaluation, probes
     from .base import load_model
 
     snapshot = version.snapshot
@@ -287,6 +290,7 @@ def version_evaluate(
     ]
     taught_replies = list(snapshot.examples.exclude(source=Example.Source.GENERAL).values_list("reply", flat=True))
     general = list(snapshot.examples.filter(source=Example.Source.GENERAL).values_list("reply", flat=True))
+    taught = probes.taught_terms(taught_replies, general)
     active = selectors.version_active()
     active_path = active.adapter_path if active is not None and active.id != version.id else None
     contenders = evaluation.Contenders(load_model(version.base_model), version.adapter_path, active_path or None)
@@ -294,14 +298,41 @@ def version_evaluate(
         contenders=contenders,
         tokenizer=tokenizer,
         heldout=heldout,
-        taught=evaluation.taught_terms(taught_replies, general),
+        taught=taught,
+        probes=_fact_probes(snapshot, contenders, tokenizer, taught),
+        unrelated=probes.UNRELATED[: conf.probe_unrelated() or None],
         system_prompt=options.system_prompt,
         max_seq_len=config.max_seq_len,
         max_new_tokens=conf.eval_max_new_tokens(),
         max_replays=conf.eval_max_replays(),
+        min_examples=conf.check_min_examples(),
     )
     metrics["compared_with"] = active.name if active is not None and active.id != version.id else "base model"
     return metrics
+
+
+def _fact_probes(
+    snapshot: DatasetSnapshot, contenders: Contenders, tokenizer: PreTrainedTokenizerBase, taught: set[str]
+) -> list[FactProbe]:
+    """Each trained correction's question, reworded by the base model in words no training example used."""
+    from . import paraphrases, probes
+
+    train = snapshot.examples.filter(split=Example.Split.TRAIN)
+    facts = [
+        probes.TaughtFact(_last_question(e.chat), e.reply, e.conversation_id)
+        for e in train.filter(source=Example.Source.CORRECTION)[: conf.probe_max_facts()]
+    ]
+    trained = {paraphrases.normalised(_last_question(chat)) for chat in train.values_list("chat", flat=True)}
+    with contenders.bare() as model:
+        reworded = paraphrases.paraphrases(
+            model,
+            tokenizer,
+            [fact.question for fact in facts],
+            trained=trained,
+            per_question=conf.probe_paraphrases(),
+            minimum=conf.probe_min_similarity(),
+        )
+    return probes.fact_probes(facts, reworded, taught)
 
 
 def _last_question(chat: list[dict[str, str]]) -> str:

@@ -63,5 +63,17 @@ def version_live_results(version: ModelVersion) -> dict[str, Any]:
     }
 
 
+def version_checks(version: ModelVersion) -> list[dict[str, Any]]:
+    """The version page's checks: each one passed, failed or "not enough data", with its count."""
+    metrics = version.metrics or {}
+    counts = metrics.get("check_examples", {})
+    thin = set(metrics.get("not_enough_data", []))
+    rows = []
+    for name, passed in metrics.get("checks", {}).items():
+        state = "not enough data" if name in thin else "passed" if passed is True else "failed"
+        rows.append({"name": name, "state": state, "examples": counts.get(name)})
+    return rows
+
+
 def run_cancel_requested(run_id: int) -> bool:
     return bool(TrainingRun.objects.filter(id=run_id).values_list("cancel_requested", flat=True).first())

@@ -66,8 +66,21 @@ class VersionChanged(LearningLoopError):
         self.expected = expected
 
 
+class GateRefused(LearningLoopError):
+    """The version's checks failed or did not run: it serves only if an admin forces it with a reason."""
+
+    def __init__(self, *, version: str, refused: list[str]) -> None:
+        super().__init__(
+            f"{version} did not pass its checks ({', '.join(refused)}), so it was not promoted; an admin can "
+            "force it with a written reason"
+        )
+        self.refused = refused
+
+
 # What callers name as the version they expect to replace when none serves.
 BASE = "base"
+# The gate's name for a version without checks: never evaluated, or evaluated before checks existed.
+NOT_EVALUATED = "not evaluated"
 
 
 # Sends a run's id to the worker that will run it (``tasks.training_run.delay_on_commit``); passed
@@ -262,15 +275,29 @@ def _one_at_a_time() -> Iterator[None]:
         ) from error
 
 
-def version_is_evaluated(version: ModelVersion) -> bool:
-    return "checks" in (version.metrics or {})
+def version_refused_checks(version: ModelVersion) -> list[str]:
+    """The checks that keep ``version`` from serving: each one not passed (failed, or resting on too
+    few examples), or NOT_EVALUATED when none ran, since an empty list of checks proves nothing."""
+    checks: dict[str, bool] = (version.metrics or {}).get("checks") or {}
+    if not checks:
+        return [NOT_EVALUATED]
+    return [name for name, passed in checks.items() if passed is not True]
 
 
-def version_promote(*, version: ModelVersion, expected: str | None = None, actor: User | None = None) -> ModelVersion:
+def version_promote(
+    *,
+    version: ModelVersion,
+    expected: str | None = None,
+    actor: User | None = None,
+    force: bool = False,
+    reason: str = "",
+) -> ModelVersion:
     """Make ``version`` the one new replies use; the inference worker loads its adapter on first use.
 
     ``expected``: the version the caller means to replace (``BASE`` for none); when another serves
     by now, VersionChanged and nothing changes. None: whatever serves (a person at a terminal).
+    A version whose checks did not all pass is refused (GateRefused) unless ``force`` with a written
+    ``reason`` from an admin (``actor`` None is a person at a terminal); the Promotion row keeps both.
     Promoting the version already serving changes nothing but clears its serve error."""
     with _one_at_a_time():
         version = ModelVersion.objects.get(id=version.id)
@@ -281,11 +308,29 @@ def version_promote(*, version: ModelVersion, expected: str | None = None, actor
         _expect(current, expected)
         if version.adapter_path and not os.path.isdir(version.adapter_path):
             raise LearningLoopError(f"the adapter of {version.name} is missing at {version.adapter_path}")
-        if not version_is_evaluated(version):
-            raise LearningLoopError(f"{version.name} was never evaluated, so it cannot be promoted")
+        refused = version_refused_checks(version)
+        if refused:
+            _gate_override(version=version, refused=refused, actor=actor, force=force, reason=reason)
         _activate(version)
-        Promotion.objects.create(kind=Promotion.Kind.PROMOTE, version=version, actor=actor)
+        Promotion.objects.create(
+            kind=Promotion.Kind.PROMOTE,
+            version=version,
+            actor=actor,
+            forced=bool(refused),
+            reason=reason.strip(),
+            refused_checks=refused,
+        )
     return version
+
+
+def _gate_override(*, version: ModelVersion, refused: list[str], actor: User | None, force: bool, reason: str) -> None:
+    """Let a refused version through only when an admin forces it and says why."""
+    if not force:
+        raise GateRefused(version=version.name, refused=refused)
+    if actor is not None and not actor.is_superuser:
+        raise LearningLoopError(f"only an admin can force {version.name} past its checks")
+    if not reason.strip():
+        raise LearningLoopError(f"forcing {version.name} past its checks needs a written reason")
 
 
 def version_rollback(*, expected: str | None = None, actor: User | None = None) -> ModelVersion | None:

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from . import selectors, services, tasks
+from . import conf, selectors, services, tasks
 from .models import DatasetSnapshot, ModelVersion, TrainingRun
 
 
@@ -92,6 +92,9 @@ def version_detail(request: HttpRequest, name: str) -> HttpResponse:
         "metrics": version.metrics,
         "live": selectors.version_live_results(version),
         "active": selectors.version_active(),
+        "refused": services.version_refused_checks(version),
+        "checks": selectors.version_checks(version),
+        "min_examples": conf.check_min_examples(),
     }
     return render(request, "finetuning/version.html", context)
 
@@ -101,7 +104,13 @@ def version_detail(request: HttpRequest, name: str) -> HttpResponse:
 def version_promote(request: HttpRequest, name: str) -> HttpResponse:
     version = get_object_or_404(ModelVersion, name=name)
     try:
-        services.version_promote(version=version, expected=_expected(request), actor=request.user)
+        services.version_promote(
+            version=version,
+            expected=_expected(request),
+            actor=request.user,
+            force=request.POST.get("force") == "yes",
+            reason=request.POST.get("reason", ""),
+        )
         messages.success(request, f"{version.name} now answers new messages.")
     except services.LearningLoopError as error:
         messages.error(request, str(error))

@@ -189,7 +189,7 @@ def world(
                 base_model="base",
                 adapter_path=str(tmp_path / name),
                 snapshot=snapshot,
-                metrics={"checks": {}},  # evaluated: promote refuses a version that never was
+                metrics={"checks": {"replay_f1_no_worse": True}},  # passed: promote refuses others
             )
         )
     serving, candidate = versions

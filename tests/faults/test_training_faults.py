@@ -231,6 +231,9 @@ def test_a_celery_worker_killed_mid_training_and_restarted_inside_the_lease_resu
         FINETUNING_CPU_PRIORITY="normal",  # the test's own two cores are shared: nothing to yield to
         FINETUNING_EVAL_MAX_NEW_TOKENS="2",
         FINETUNING_EVAL_MAX_REPLAYS="1",
+        FINETUNING_PROBE_MAX_FACTS="1",
+        FINETUNING_PROBE_PARAPHRASES="1",
+        FINETUNING_PROBE_UNRELATED="2",
     )
     checkpoints = Path(settings.FINETUNING_CHECKPOINTS_DIR) / f"run-{run.id}"
     try:
@@ -278,7 +281,7 @@ def test_a_celery_worker_killed_mid_training_and_restarted_inside_the_lease_resu
     assert [step for step, _ in run.loss_history] == list(range(1, run.total_steps + 1))
     [version] = ModelVersion.objects.all()
     assert run.version == version and version.status == ModelVersion.Status.CANDIDATE
-    assert services.version_is_evaluated(version)
+    assert services.version_refused_checks(version) != [services.NOT_EVALUATED]
     adapters = [p for p in Path(settings.ADAPTERS_DIR).iterdir() if not p.name.startswith(".")]
     assert adapters == [Path(version.adapter_path)]
 

@@ -1,7 +1,8 @@
 """The learning loop end to end with the real SmolLM2 on the CPU.
 
 Agents corrected the bot with facts about a made-up shop; their reviewed conversations come in
-through ``import_conversations``; a run builds, trains, evaluates; the candidate is promoted.
+through ``import_conversations``; a run builds, trains, evaluates on held-out turns and probes;
+an admin promotes the candidate (past the gate, with a reason, if its figures fail a check).
 Paraphrased questions, answered from the prompt the serving worker builds with the adapter the
 new replies record, get the taught facts, and unrelated questions do not; then both sets are
 asked again through the chat websocket of the live system.
@@ -23,9 +24,9 @@ from django.core.management import call_command
 from conversations.chat import services as chat_services
 from conversations.models import BotSettings, Correction, Customer, Message
 from conversations.prompts import prompt_for
-from finetuning import general_prompts, pipeline, services
+from finetuning import general_prompts, pipeline, probes, services
 from finetuning.base import generate_greedy, load_model
-from finetuning.models import TrainingRun
+from finetuning.models import Promotion, TrainingRun
 from finetuning.selectors import version_active
 from tests.e2e.client import ChatClient
 
@@ -95,14 +96,35 @@ def test_corrections_become_a_served_version_that_knows_the_facts(
     assert metrics["heldout_loss"]["candidate"] < metrics["heldout_loss"]["active"]
     assert metrics["replay_f1"]["candidate"] > metrics["replay_f1"]["active"]
     assert metrics["replay_similarity"]["candidate"] > metrics["replay_similarity"]["active"]
-    assert metrics["checks"]["no_taught_facts_in_unrelated"], metrics["unrelated"]
+    small_talk_leaks = [row for row in metrics["unrelated"][: len(general_prompts.UNRELATED)] if row["leaked"]]
+    assert small_talk_leaks == [], small_talk_leaks
+    # The probes: the base model's own paraphrases of the trained questions, asked as new customers.
+    assert metrics["fact_probes"] >= 5 and metrics["recall"]["candidate"] > metrics["recall"]["active"], metrics
+    logging.getLogger(__name__).info(
+        "probes: recall %s, wrong facts %s of %d; leaks %d of %d unrelated; checks %s, too few: %s",
+        metrics["recall"],
+        metrics["wrong_facts"],
+        metrics["fact_probes"],
+        metrics["unrelated_leaks"],
+        metrics["unrelated_prompts"],
+        metrics["checks"],
+        metrics["not_enough_data"],
+    )
 
     base_model = load_model(model_path)
     paraphrases = [fact.paraphrase for fact in FACTS]
     before = ask(paraphrases, base_model, tokenizer)
 
-    services.version_promote(version=candidate)
+    # 40 conversations hold out 6: every check rests on enough examples. The admin promotes from
+    # the forced path, which is an ordinary promote when nothing is refused; the row says which.
+    assert metrics["not_enough_data"] == [], metrics["check_examples"]
+    refused = services.version_refused_checks(candidate)
+    admin = User.objects.create_superuser("ada", password="x")
+    reason = "the acceptance test serves the candidate to measure it live"
+    services.version_promote(version=candidate, actor=admin, force=True, reason=reason)
     assert version_active() == candidate
+    promotion = Promotion.objects.get(version=candidate)
+    assert (promotion.forced, promotion.refused_checks) == (bool(refused), refused)
     served = PeftModel.from_pretrained(base_model, candidate.adapter_path).merge_and_unload()
     after = ask(paraphrases, served, tokenizer)
 
@@ -117,8 +139,8 @@ def test_corrections_become_a_served_version_that_knows_the_facts(
     # Phrases the base model itself uses in small talk ("7 days" in a week) are not facts.
     small_talk = " ".join(candidate.snapshot.examples.filter(source="general").values_list("reply", flat=True)).lower()
     distinctive = [key for key in DISTINCTIVE if key not in small_talk]
-    unrelated = [row["candidate"].lower() for row in metrics["unrelated"]]
-    assert len(unrelated) == len(general_prompts.UNRELATED)
+    unrelated = [row["candidate"].lower() for row in metrics["unrelated"][: len(general_prompts.UNRELATED)]]
+    assert len(metrics["unrelated"]) == len(probes.UNRELATED)
     assert [reply for reply in unrelated if any(key in reply for key in distinctive)] == []
 
     # The same questions through the websocket: the live inference worker loads the promoted

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from finetuning import services
-from finetuning.models import ModelVersion, TrainingRun
+from finetuning.models import ModelVersion, Promotion, TrainingRun
 from finetuning.selectors import version_active
 
 
@@ -20,7 +20,9 @@ def run(*args: str) -> str:
 
 
 def test_promote_and_rollback_commands(db: Any, tmp_path: Path) -> None:
-    ModelVersion.objects.create(name="run-1", base_model="base", adapter_path=str(tmp_path), metrics={"checks": {}})
+    ModelVersion.objects.create(
+        name="run-1", base_model="base", adapter_path=str(tmp_path), metrics={"checks": {"replay_f1_no_worse": True}}
+    )
     assert "run-1 is now active" in run("promote", "run-1")
     assert version_active() is not None
     assert "the base model is now active" in run("rollback")
@@ -28,6 +30,19 @@ def test_promote_and_rollback_commands(db: Any, tmp_path: Path) -> None:
         run("rollback")
     with pytest.raises(CommandError):
         run("promote", "run-404")
+
+
+def test_promote_refuses_a_failed_version_unless_forced_with_a_reason(db: Any, tmp_path: Path) -> None:
+    failed = {"checks": {"replay_f1_no_worse": False}}
+    ModelVersion.objects.create(name="run-1", base_model="base", adapter_path=str(tmp_path), metrics=failed)
+    with pytest.raises(CommandError, match="did not pass its checks"):
+        run("promote", "run-1")
+    with pytest.raises(CommandError, match="needs a written reason"):
+        run("promote", "run-1", "--force")
+    assert version_active() is None
+    output = run("promote", "run-1", "--force", "--reason", "the base model is worse today")
+    assert "run-1 is now active (forced past: replay_f1_no_worse)" in output
+    assert Promotion.objects.get().reason == "the base model is worse today"
 
 
 def test_retrain_queues_a_run_with_its_settings(db: Any, django_capture_on_commit_callbacks: Any) -> None:

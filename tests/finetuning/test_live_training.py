@@ -37,6 +37,9 @@ def celery_worker(fake_system: Any, tmp_path: Path) -> Any:
             "FINETUNING_GENERAL_EXAMPLES": "4",
             "FINETUNING_EVAL_MAX_REPLAYS": "2",
             "FINETUNING_EVAL_MAX_NEW_TOKENS": "8",
+            "FINETUNING_PROBE_MAX_FACTS": "2",
+            "FINETUNING_PROBE_PARAPHRASES": "1",
+            "FINETUNING_PROBE_UNRELATED": "4",
             "FINETUNING_THREADS": "2",
         }
     )

@@ -146,9 +146,60 @@ def test_a_starting_worker_requeues_runs_whose_lease_expired(db: Any) -> None:
 def test_it_refuses_to_promote_a_version_that_was_never_evaluated(db: Any, tmp_path: Path) -> None:
     (tmp_path / "raw").mkdir()
     raw = ModelVersion.objects.create(name="raw", base_model="base", adapter_path=str(tmp_path / "raw"))
-    with pytest.raises(services.LearningLoopError, match="never evaluated"):
+    with pytest.raises(services.GateRefused, match="not evaluated"):
         services.version_promote(version=raw)
     assert version_active() is None
+
+
+def failing(name: str, tmp_path: Path) -> ModelVersion:
+    refused = version(name, tmp_path)
+    refused.metrics = {"checks": {"replay_f1_no_worse": True, "no_taught_facts_in_unrelated": False}}
+    refused.save()
+    return refused
+
+
+def test_it_refuses_to_promote_a_version_whose_checks_failed(db: Any, tmp_path: Path) -> None:
+    with pytest.raises(services.GateRefused, match="no_taught_facts_in_unrelated") as refusal:
+        services.version_promote(version=failing("v1", tmp_path))
+    assert refusal.value.refused == ["no_taught_facts_in_unrelated"]
+    assert version_active() is None and not Promotion.objects.exists()
+
+
+def test_it_refuses_a_version_whose_list_of_checks_is_empty(db: Any, tmp_path: Path) -> None:
+    empty = version("v1", tmp_path)
+    empty.metrics = {"checks": {}}
+    empty.save()
+    with pytest.raises(services.GateRefused, match="not evaluated"):
+        services.version_promote(version=empty)
+
+
+def test_an_admin_forces_a_refused_version_with_a_reason_that_is_stored(
+    db: Any, tmp_path: Path, admin_user: Any
+) -> None:
+    refused = failing("v1", tmp_path)
+    services.version_promote(version=refused, actor=admin_user, force=True, reason="  hotfix for the price typo ")
+    assert version_active() == refused
+    promotion = Promotion.objects.get()
+    assert (promotion.forced, promotion.reason, promotion.actor) == (True, "hotfix for the price typo", admin_user)
+    assert promotion.refused_checks == ["no_taught_facts_in_unrelated"]
+
+
+def test_forcing_needs_a_written_reason(db: Any, tmp_path: Path, admin_user: Any) -> None:
+    with pytest.raises(services.LearningLoopError, match="needs a written reason"):
+        services.version_promote(version=failing("v1", tmp_path), actor=admin_user, force=True, reason="   ")
+    assert version_active() is None and not Promotion.objects.exists()
+
+
+def test_an_agent_cannot_force_a_refused_version(db: Any, tmp_path: Path, agent: Any) -> None:
+    with pytest.raises(services.LearningLoopError, match="only an admin can force"):
+        services.version_promote(version=failing("v1", tmp_path), actor=agent, force=True, reason="trust me")
+    assert version_active() is None
+
+
+def test_a_version_that_passed_is_promoted_unforced_even_when_force_is_asked(db: Any, tmp_path: Path) -> None:
+    services.version_promote(version=version("v1", tmp_path), force=True, reason="habit")
+    promotion = Promotion.objects.get()
+    assert not promotion.forced and promotion.refused_checks == []
 
 
 def test_a_promote_that_expects_another_version_changes_nothing(db: Any, tmp_path: Path) -> None:

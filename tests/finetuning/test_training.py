@@ -15,6 +15,7 @@ from django.db import connection
 
 from finetuning import pipeline, services
 from finetuning.datasets import BuildOptions, snapshot_build
+from finetuning.evaluation import CHECK_EXAMPLES
 from finetuning.models import ModelVersion, TrainingRun
 from finetuning.training import IGNORE, TrainingConfig, tokenize
 
@@ -60,6 +61,9 @@ def tiny_run(customer: Any, tokenizer: Any, **config: Any) -> TrainingRun:
 def fast_evaluation(settings: Any) -> None:
     settings.FINETUNING_EVAL_MAX_NEW_TOKENS = 2
     settings.FINETUNING_EVAL_MAX_REPLAYS = 1
+    settings.FINETUNING_PROBE_MAX_FACTS = 1
+    settings.FINETUNING_PROBE_PARAPHRASES = 1
+    settings.FINETUNING_PROBE_UNRELATED = 2
 
 
 def database_url() -> str:
@@ -116,6 +120,10 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(
     version = ModelVersion.objects.get(runs=run)
     assert (Path(version.adapter_path) / "adapter_model.safetensors").exists()
     assert version.metrics["training"]["resumed_from_step"] == run.resumed_from_step
+    # Evaluated on probes as few as the settings ask: every check says too few, and the gate holds.
+    assert version.metrics["unrelated_prompts"] == 2 and version.metrics["fact_probes"] <= 1
+    assert set(version.metrics["not_enough_data"]) == set(CHECK_EXAMPLES)
+    assert services.version_refused_checks(version) == list(CHECK_EXAMPLES)
 
 
 @pytest.mark.model

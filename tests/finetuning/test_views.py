@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from finetuning import services
-from finetuning.models import DatasetSnapshot, Example, ModelVersion, TrainingRun
+from finetuning.models import DatasetSnapshot, Example, ModelVersion, Promotion, TrainingRun
 from finetuning.selectors import version_active
 
 from .conftest import chat, rate
@@ -112,6 +112,67 @@ def test_promote_then_roll_back_from_the_pages(staff: Client, candidate: ModelVe
     assert version_active() == candidate
     staff.post("/training/rollback", {"expected": candidate.name})
     assert version_active() is None
+
+
+@pytest.fixture
+def refused(candidate: ModelVersion) -> ModelVersion:
+    candidate.metrics = {**candidate.metrics, "checks": {"replay_f1_no_worse": False}}
+    candidate.save()
+    return candidate
+
+
+@pytest.fixture
+def admin(admin_user: Any) -> Client:
+    client = Client(enforce_csrf_checks=False)
+    client.force_login(admin_user)
+    return client
+
+
+def test_the_version_page_shows_the_refusal_and_the_forced_path_to_an_admin(
+    admin: Client, refused: ModelVersion
+) -> None:
+    page = admin.get(f"/training/versions/{refused.name}/").content.decode()
+    assert "Promotion refused:" in page and "replay_f1_no_worse" in page
+    assert 'name="force" value="yes"' in page and '<textarea id="reason" name="reason"' in page and "required" in page
+    assert ">Promote</button>" not in page
+
+
+def test_an_agent_sees_the_refusal_without_the_forced_path(staff: Client, refused: ModelVersion) -> None:
+    page = staff.get(f"/training/versions/{refused.name}/").content.decode()
+    assert "Promotion refused:" in page and 'name="force"' not in page and "Only an admin" in page
+
+
+def test_a_refused_promote_from_the_page_says_why_and_changes_nothing(admin: Client, refused: ModelVersion) -> None:
+    response = admin.post(f"/training/versions/{refused.name}/promote", {"expected": "base"}, follow=True)
+    assert "did not pass its checks (replay_f1_no_worse)" in response.content.decode()
+    assert version_active() is None
+
+
+def test_an_admin_forces_a_refused_version_from_the_page(admin: Client, refused: ModelVersion) -> None:
+    admin.post(f"/training/versions/{refused.name}/promote", {"expected": "base", "force": "yes", "reason": "urgent"})
+    assert version_active() == refused
+    assert Promotion.objects.get().reason == "urgent"
+
+
+def test_the_version_page_shows_each_checks_count_and_warns_when_it_is_too_few(
+    staff: Client, candidate: ModelVersion
+) -> None:
+    candidate.metrics |= {
+        "checks": {"replay_f1_no_worse": False, "no_taught_facts_in_unrelated": True},
+        "not_enough_data": ["replay_f1_no_worse"],
+        "check_examples": {"replay_f1_no_worse": 1, "no_taught_facts_in_unrelated": 40},
+        "fact_probes": 34,
+        "facts_probed": 17,
+        "recall": {"candidate": 20, "active": 1},
+        "wrong_facts": {"candidate": 3, "active": 0},
+        "unrelated_prompts": 40,
+    }
+    candidate.save()
+    page = staff.get(f"/training/versions/{candidate.name}/").content.decode()
+    assert "⚠ replay_f1_no_worse (n = 1): not enough data, fewer than 5 examples" in page
+    assert "✔ no_taught_facts_in_unrelated (n = 40)" in page
+    assert "20 of 34" in page and "3 of 34" in page and "(40 prompts)" in page
+    assert "Promotion refused:" in page
 
 
 def test_the_pages_send_the_version_serving_when_they_were_drawn(staff: Client, candidate: ModelVersion) -> None:
