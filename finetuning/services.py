@@ -281,7 +281,8 @@ def version_refused_checks(version: ModelVersion) -> list[str]:
     checks: dict[str, bool] = (version.metrics or {}).get("checks") or {}
     if not checks:
         return [NOT_EVALUATED]
-    return [name for name, passed in checks.items() if passed is not True]
+    # Sorted: PostgreSQL's jsonb keeps no key order, so the stored order is no order to rely on.
+    return sorted(name for name, passed in checks.items() if passed is not True)
 
 
 def version_promote(
