@@ -190,6 +190,11 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 KNOWLEDGE_TOP_K = env_int("KNOWLEDGE_TOP_K", 3)
 KNOWLEDGE_THRESHOLD = env_float("KNOWLEDGE_THRESHOLD", 0.58)
 KNOWLEDGE_GROUP_THRESHOLD = env_float("KNOWLEDGE_GROUP_THRESHOLD", 0.72)
+# A grounded reply starts with the best entry's approved answer, word for word, and the model goes
+# on from there, when that entry reaches this cosine and leads the runner-up by the margin; other
+# grounded replies only carry the entries in their prompt. Above 1 turns the leading answer off.
+KNOWLEDGE_LEAD_THRESHOLD = env_float("KNOWLEDGE_LEAD_THRESHOLD", 0.58)
+KNOWLEDGE_LEAD_MARGIN = env_float("KNOWLEDGE_LEAD_MARGIN", 0.05)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000)
 CHAT_RATE_LIMIT_MESSAGES = env_int("CHAT_RATE_LIMIT_MESSAGES", 6)
 CHAT_RATE_LIMIT_WINDOW_S = env_int("CHAT_RATE_LIMIT_WINDOW_S", 30)

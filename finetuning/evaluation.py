@@ -9,7 +9,7 @@ one resting on too few examples does not pass (docs/learning-loop.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from statistics import fmean
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from django.conf import settings
 
-from conversations.prompts import Turn
+from conversations.prompts import Reference, Turn, system_prompt_with
 
 from .base import generate_greedy
 from .datasets import Renderer
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 CANDIDATE, ACTIVE = "candidate", "active"
+
+# A question's approved knowledge as the worker grounds it: the references for its prompt and the
+# approved answer the reply starts with ("" for none); conversations.knowledge.retrieval builds it.
+Ground = Callable[[str], tuple[list[Reference], str]]
 
 
 @dataclass(frozen=True)
@@ -104,14 +108,14 @@ def evaluate(
     max_new_tokens: int,
     max_replays: int,
     min_examples: int,
-    retrieval: bool = False,
+    ground: Ground | None = None,
 ) -> dict[str, Any]:
     """Every check for both models; the report keeps each model's replies side by side.
 
     Probes and unrelated prompts are asked as new customers, through the prompt the serving
-    worker builds. ``retrieval``: with approved knowledge in the prompt, not built yet."""
-    if retrieval:
-        raise NotImplementedError("knowledge retrieval is not built yet: probes run with retrieval off")
+    worker builds: once without knowledge (the adapter alone), and, with ``ground`` (approved
+    knowledge is served), once more grounded as the worker grounds them, which is what customers
+    get ("grounded" in the report, with checks of its own)."""
     replays = [e for e in heldout if e.source == "correction"][:max_replays]
     renderer = Renderer(tokenizer, system_prompt=system_prompt, max_seq_len=max_seq_len)
     asked = {
@@ -119,7 +123,18 @@ def evaluate(
         "probes": [renderer.prompt_for([Turn("customer", p.question)]) for p in probes],
         "unrelated": [renderer.prompt_for([Turn("customer", q)]) for q in unrelated],
     }
-    result: dict[str, Any] = {"heldout_examples": len(heldout), "replayed": len(replays), "retrieval": "off"}
+    leads: dict[str, list[str]] = {}
+    if ground is not None:
+        for kind, questions in (("probes", [p.question for p in probes]), ("unrelated", list(unrelated))):
+            grounded = [_grounded_prompt(tokenizer, q, ground, system_prompt, max_seq_len) for q in questions]
+            asked[f"grounded_{kind}"] = [prompt for prompt, _, _ in grounded]
+            leads[kind] = [lead for _, lead, _ in grounded]
+            leads[f"{kind}_grounded"] = [str(bool(refs)) for _, _, refs in grounded]
+    result: dict[str, Any] = {
+        "heldout_examples": len(heldout),
+        "replayed": len(replays),
+        "retrieval": "on" if ground is not None else "off",
+    }
     answers: dict[str, dict[str, list[str]]] = {kind: {} for kind in asked}
     penalty = settings.GENERATION_REPETITION_PENALTY  # as the worker samples, but greedy
     for name in (CANDIDATE, ACTIVE):
@@ -134,9 +149,69 @@ def evaluate(
     result |= _replay_report(replays, answers["replays"])
     result |= _probe_report(probes, answers["probes"], taught)
     result |= _leak_report(unrelated, answers["unrelated"], taught)
+    if ground is not None:
+        result["grounded"] = _grounded_report(probes, unrelated, answers, leads, taught)
     result["checks"], result["not_enough_data"] = verdict(result, min_examples=min_examples)
-    result["check_examples"] = {check: result[count] for check, count in CHECK_EXAMPLES.items()}
+    counts = CHECK_EXAMPLES | (GROUNDED_CHECK_EXAMPLES if ground is not None else {})
+    result["check_examples"] = {check: _count(result, count) for check, count in counts.items()}
     return result
+
+
+def _grounded_prompt(
+    tokenizer: PreTrainedTokenizerBase, question: str, ground: Ground, system_prompt: str, max_seq_len: int
+) -> tuple[str, str, list[Reference]]:
+    """A new customer's question as the worker prompts it with knowledge: the references after the
+    system prompt, and the leading answer already begun (the model goes on from it)."""
+    from conversations.prompts import control_strings, neutralise
+
+    references, lead = ground(question)
+    renderer = Renderer(tokenizer, system_prompt=system_prompt_with(system_prompt, references), max_seq_len=max_seq_len)
+    prompt = renderer.prompt_for([Turn("customer", question)])
+    return prompt + neutralise(lead, control_strings(tokenizer)), lead, references
+
+
+def _grounded_report(
+    probes: Sequence[FactProbe],
+    unrelated: Sequence[str],
+    answers: dict[str, dict[str, list[str]]],
+    leads: dict[str, list[str]],
+    taught: set[str],
+) -> dict[str, Any]:
+    """The probes and unrelated prompts answered with knowledge, each answer its lead and what
+    the model went on with; a leak here is a taught term the same model did not say without
+    knowledge (the adapter's own leaks are the ungrounded check's)."""
+    replies = {
+        kind: {
+            name: [lead + text for lead, text in zip(leads[kind], answers[f"grounded_{kind}"][name], strict=True)]
+            for name in (CANDIDATE, ACTIVE)
+        }
+        for kind in ("probes", "unrelated")
+    }
+    report = _probe_report(probes, replies["probes"], taught)
+    # Each model's grounded answer against its own answer without knowledge: what grounding added.
+    own = {
+        name: _leak_report(
+            unrelated, {CANDIDATE: replies["unrelated"][name], ACTIVE: answers["unrelated"][name]}, taught
+        )
+        for name in (CANDIDATE, ACTIVE)
+    }
+    return {
+        "fact_probes": report["fact_probes"],
+        "recall": report["recall"],
+        "wrong_facts": report["wrong_facts"],
+        "probes": report["probes"],
+        "grounded": {kind: leads[f"{kind}_grounded"].count("True") for kind in ("probes", "unrelated")},
+        "led": {kind: sum(1 for lead in leads[kind] if lead) for kind in ("probes", "unrelated")},
+        "unrelated_prompts": len(unrelated),
+        "unrelated_leaks": {name: own[name]["unrelated_leaks"] for name in (CANDIDATE, ACTIVE)},
+        "unrelated": own[CANDIDATE]["unrelated"],
+    }
+
+
+def _count(result: dict[str, Any], key: str) -> int:
+    """A count of the report, "grounded.fact_probes" naming one of the grounded section."""
+    section, _, name = key.rpartition(".")
+    return int((result[section] if section else result)[name])
 
 
 def _replay_report(replays: Sequence[HeldOut], replies: dict[str, list[str]]) -> dict[str, Any]:
@@ -201,14 +276,21 @@ CHECK_EXAMPLES = {
     "no_taught_facts_in_unrelated": "unrelated_prompts",
 }
 
+# With approved knowledge served, what customers get: the same questions, grounded.
+GROUNDED_CHECK_EXAMPLES = {
+    "grounded_facts_recalled_no_worse": "grounded.fact_probes",
+    "grounded_wrong_facts_no_more": "grounded.fact_probes",
+    "grounded_no_taught_facts_in_unrelated": "grounded.unrelated_prompts",
+}
+
 
 def verdict(result: dict[str, Any], *, min_examples: int) -> tuple[dict[str, bool], list[str]]:
     """The checks an admin reads before promoting (all true: the candidate is no worse), and those
     of them resting on fewer than ``min_examples`` examples: false, whatever their figures say."""
 
-    def no_worse(key: str, lower_is_better: bool = False) -> bool:
-        mine: float | None = result[key][CANDIDATE]
-        theirs: float | None = result[key][ACTIVE]
+    def no_worse(key: str, lower_is_better: bool = False, section: dict[str, Any] = result) -> bool:
+        mine: float | None = section[key][CANDIDATE]
+        theirs: float | None = section[key][ACTIVE]
         if mine is None or theirs is None:
             return False
         return mine <= theirs if lower_is_better else mine >= theirs
@@ -221,5 +303,14 @@ def verdict(result: dict[str, Any], *, min_examples: int) -> tuple[dict[str, boo
         "wrong_facts_no_more": no_worse("wrong_facts", lower_is_better=True),
         "no_taught_facts_in_unrelated": result["unrelated_leaks"] == 0,
     }
-    thin = [check for check, count in CHECK_EXAMPLES.items() if result[count] < min_examples]
+    counts = dict(CHECK_EXAMPLES)
+    grounded = result.get("grounded")
+    if grounded is not None:
+        figures |= {
+            "grounded_facts_recalled_no_worse": no_worse("recall", section=grounded),
+            "grounded_wrong_facts_no_more": no_worse("wrong_facts", lower_is_better=True, section=grounded),
+            "grounded_no_taught_facts_in_unrelated": grounded["unrelated_leaks"][CANDIDATE] == 0,
+        }
+        counts |= GROUNDED_CHECK_EXAMPLES
+    thin = [check for check, count in counts.items() if _count(result, count) < min_examples]
     return {check: passed and check not in thin for check, passed in figures.items()}, thin

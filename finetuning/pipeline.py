@@ -27,8 +27,10 @@ from .services import LeaseLost
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from conversations.prompts import Reference
+
     from .datasets import BuildOptions
-    from .evaluation import Contenders
+    from .evaluation import Contenders, Ground
     from .probes import FactProbe
     from .training import TrainingConfig, TrainResult
 
@@ -306,9 +308,26 @@ def version_evaluate(
         max_new_tokens=conf.eval_max_new_tokens(),
         max_replays=conf.eval_max_replays(),
         min_examples=conf.check_min_examples(),
+        ground=_knowledge_ground(),
     )
     metrics["compared_with"] = active.name if active is not None and active.id != version.id else "base model"
     return metrics
+
+
+def _knowledge_ground() -> Ground | None:
+    """How the worker grounds a question on the knowledge served now; None when none is, and the
+    probes run without knowledge only."""
+    from conversations.knowledge import retrieval
+
+    index = retrieval.current()
+    if not index.entries:
+        return None
+
+    def ground(question: str) -> tuple[list[Reference], str]:
+        grounding = retrieval.ground_text(index, question)
+        return grounding.references, retrieval.lead_for(grounding)
+
+    return ground
 
 
 def _fact_probes(

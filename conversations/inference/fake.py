@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,15 @@ class WordTokenizer:
         ids = self.encode(" ".join(f"<{m['role']}> {m['content']}" for m in conversation))
         self.chats[tuple(ids)] = conversation
         return ids
+
+    def chat_of(self, prompt_ids: Sequence[int]) -> list[dict[str, str]]:
+        """The chat templated into ``prompt_ids``, which may go on past it (a reply's leading answer)."""
+        ids = tuple(prompt_ids)
+        found = self.chats.get(ids)
+        if found is None:
+            keys = [key for key in self.chats if ids[: len(key)] == key]
+            found = self.chats[max(keys, key=len)] if keys else []
+        return found
 
 
 @dataclass
@@ -139,6 +148,6 @@ class FakeEngine:
         return TokenChunk(request_id, text, run.produced)
 
     def _last_user_text(self, request: GenerationRequest) -> str:
-        messages = self.tokenizer.chats.get(tuple(request.prompt_ids), [])
+        messages = self.tokenizer.chat_of(request.prompt_ids)
         users = [m["content"] for m in messages if m["role"] == "user"]
         return users[-1] if users else ""

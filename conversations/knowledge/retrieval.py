@@ -41,10 +41,44 @@ class Index:
 
     def search(self, query: vectors.Matrix, *, k: int, threshold: float) -> list[Reference]:
         """The ``k`` entries nearest ``query`` (a unit row) at or above ``threshold``, best first."""
+        return self.ground(query, k=k, threshold=threshold).references
+
+    def ground(self, query: vectors.Matrix, *, k: int, threshold: float) -> Grounding:
+        """The references for ``query``, and the runner-up's cosine (below the threshold or not)."""
         # An entry has a row per phrasing: enough rows that k distinct entries are among them.
-        best = vectors.best_scores(self.matrix, self.owners, query, rows=k * ROWS_PER_RESULT)
-        ranked = [(i, s) for i, s in best.items() if s >= threshold][:k]
-        return [Reference(i, *self.entries[i], round(s, 4)) for i, s in ranked]
+        best = list(vectors.best_scores(self.matrix, self.owners, query, rows=(k + 1) * ROWS_PER_RESULT).items())
+        ranked = [(i, s) for i, s in best if s >= threshold][:k]
+        references = [Reference(i, *self.entries[i], round(s, 4)) for i, s in ranked]
+        if not best:
+            return Grounding(references)
+        # Two entries giving the same answer (asked two ways, never merged) do not compete.
+        answer = _said(self.entries[best[0][0]][1])
+        rivals = [s for i, s in best[1:] if _said(self.entries[i][1]) != answer]
+        return Grounding(references, rivals[0] if rivals else 0.0)
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """What a question was grounded on: the references, best first, and how near the runner-up
+    came, which says whether the best entry stands out enough to lead the reply."""
+
+    references: list[Reference]
+    runner_up: float = 0.0
+
+    def lead(self, *, threshold: float, margin: float) -> str:
+        """The approved answer the reply starts with, or "": the best entry must reach ``threshold``
+        and be ahead of every other entry by ``margin``, since a leading answer is said, not weighed."""
+        if not self.references:
+            return ""
+        best = self.references[0]
+        if best.score < threshold or best.score - self.runner_up < margin:
+            return ""
+        return best.answer
+
+
+def _said(answer: str) -> str:
+    """An answer's words, for telling whether two entries say the same."""
+    return " ".join(answer.lower().split()).rstrip(".!")
 
 
 _lock = threading.Lock()
@@ -91,14 +125,28 @@ def _embedded(entry: KnowledgeEntry) -> vectors.Matrix:
 def references_for(reply: Message) -> list[Reference]:
     """The served entries that answer the customer's question before ``reply``; none when no
     entry is near enough (small talk), and no embedding at all when nothing is served."""
+    return grounding_for(reply).references
+
+
+def grounding_for(reply: Message) -> Grounding:
+    """``references_for`` with the runner-up's cosine, from which the worker decides the lead."""
     index = current()
     if not index.entries:
-        return []
+        return Grounding([])
     question = question_text(reply)
     if not question:
-        return []
-    query = vectors.embed([question])
-    return index.search(query, k=settings.KNOWLEDGE_TOP_K, threshold=settings.KNOWLEDGE_THRESHOLD)
+        return Grounding([])
+    return ground_text(index, question)
+
+
+def ground_text(index: Index, question: str) -> Grounding:
+    """A question's grounding under the settings: the worker's, and the evaluation's for its probes."""
+    return index.ground(vectors.embed([question]), k=settings.KNOWLEDGE_TOP_K, threshold=settings.KNOWLEDGE_THRESHOLD)
+
+
+def lead_for(grounding: Grounding) -> str:
+    """The approved answer a reply starts with under the settings (docs/knowledge.md), or ""."""
+    return grounding.lead(threshold=settings.KNOWLEDGE_LEAD_THRESHOLD, margin=settings.KNOWLEDGE_LEAD_MARGIN)
 
 
 def question_text(reply: Message) -> str:

@@ -19,7 +19,7 @@ from finetuning.redaction import admin_patterns, redact
 from .. import events
 from ..errors import ChatError
 from ..models import Conversation, Correction, Message
-from . import matching, vectors
+from . import matching, personal, vectors
 from .models import KnowledgeEntry, KnowledgeSource
 
 MAX_CHARS = 4000
@@ -39,11 +39,21 @@ class Taught:
 
 def clean(text: object, field: str) -> str:
     """``text`` redacted and trimmed; refused when empty or too long."""
+    return redact(_checked(text, field), admin_patterns()).strip()
+
+
+def clean_answer(text: object, said: Sequence[str] = ()) -> str:
+    """An answer trimmed, without the personal data of the customer who said ``said`` (and never
+    a card, IBAN or id), keeping the desk's own facts: ``personal.answer_redacted``."""
+    return personal.answer_redacted(_checked(text, "answer"), said, admin_patterns()).strip()
+
+
+def _checked(text: object, field: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise ChatError("empty_text", f"An entry needs a {field}.")
     if len(text) > MAX_CHARS:
         raise ChatError("text_too_long", f"This {field} is too long.")
-    return redact(text.strip(), admin_patterns()).strip()
+    return text.strip()
 
 
 def _clean_all(texts: Iterable[object]) -> list[str]:
@@ -75,7 +85,7 @@ def entry_create(
     """An entry written by hand: a suggestion until someone approves it; embedded by the worker."""
     entry = KnowledgeEntry.objects.create(
         question=clean(question, "question"),
-        answer=clean(answer, "answer"),
+        answer=clean_answer(answer),
         alternatives=_clean_all(alternatives),
     )
     KnowledgeSource.objects.create(entry=entry, author=author)
@@ -100,7 +110,7 @@ def entry_edit(
         entry.alternatives = _clean_all(alternatives) if alternatives is not None else entry.alternatives
         entry.embedding = b""
     if answer is not None:
-        entry.answer = clean(answer, "answer")
+        entry.answer = clean_answer(answer)
     if resolved:
         entry.conflict = False
     entry.save()
@@ -172,7 +182,7 @@ def suggestion_record(*, taught: Taught, vector: vectors.Matrix) -> KnowledgeEnt
     ``vector`` is the (1, DIM) embedding of the question as stored (``clean(taught.question)``):
     the caller embeds, off the web process.
     """
-    question, answer = clean(taught.question, "question"), clean(taught.answer, "answer")
+    question, answer = clean(taught.question, "question"), clean_answer(taught.answer, _customer_said(taught))
     earlier = _taught_before(taught)
     if earlier is not None:  # the agent changed this correction: its entry follows, while a suggestion
         return _reanswer(earlier, answer)
@@ -191,6 +201,14 @@ def suggestion_record(*, taught: Taught, vector: vectors.Matrix) -> KnowledgeEnt
     else:
         _changed(entry)
     return entry
+
+
+def _customer_said(taught: Taught) -> list[str]:
+    """Everything the customer wrote in the conversation the answer was taught in."""
+    if taught.conversation is None:
+        return [taught.question]
+    said = taught.conversation.messages.filter(role=Message.Role.CUSTOMER).values_list("text", flat=True)
+    return [taught.question, *said]
 
 
 def _taught_before(taught: Taught) -> KnowledgeEntry | None:

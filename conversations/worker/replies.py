@@ -74,27 +74,45 @@ def prepare(*, message_id: int, entry_id: str, engine: Engine, consumer: str) ->
     if version is not None and adapter and version.serve_error:
         raise ReplyRefused(unservable_error(version.name))
     model_name = engine.model_name + (f"+{adapter}" if adapter else "")
-    references = retrieval.references_for(message)
+    grounded = retrieval.grounding_for(message)
+    references = grounded.references
     if references:  # greedy: a small model copies a fact's figures more faithfully than it samples them
         sampling = replace(sampling, temperature=0.0)
-    grounding = [{"entry": r.entry_id, "score": r.score} for r in references]
+    # A clear best entry leads the reply with its approved answer: a small model rarely copies a
+    # fact from its prompt (docs/knowledge.md), so the prompt ends with the answer already begun
+    # and the model goes on from it (or ends the reply there).
+    lead = retrieval.lead_for(grounded)
+    grounding: list[dict[str, Any]] = [{"entry": r.entry_id, "score": r.score} for r in references]
+    if lead:
+        grounding[0]["lead"] = True
     services.reply_model_set(message_id=message.id, model_name=model_name, grounding=grounding)
+    prompt_ids = prompts.prompt_for(
+        message,
+        engine.tokenizer,
+        max_new_tokens=sampling.max_new_tokens,
+        max_positions=engine.max_positions,
+        references=references,
+    )
+    if lead:  # the lead's tokens come out of the reply's budget, so the context still holds it all
+        text = prompts.neutralise(lead, prompts.control_strings(engine.tokenizer))  # data, as in the prompt
+        lead_ids = engine.tokenizer.encode(text, add_special_tokens=False)
+        prompt_ids += lead_ids
+        sampling = replace(sampling, max_new_tokens=max(1, sampling.max_new_tokens - len(lead_ids)))
     request = GenerationRequest(
         request_id=str(message.id),
-        prompt_ids=tuple(
-            prompts.prompt_for(
-                message,
-                engine.tokenizer,
-                max_new_tokens=sampling.max_new_tokens,
-                max_positions=engine.max_positions,
-                references=references,
-            )
-        ),
+        prompt_ids=tuple(prompt_ids),
         sampling=sampling,
         adapter=adapter,
         timeout_s=settings.INFERENCE_REPLY_TIMEOUT_S,
     )
-    reply = Reply(message.id, str(message.conversation_id), entry_id, model_name)
+    reply = Reply(
+        message.id,
+        str(message.conversation_id),
+        entry_id,
+        model_name,
+        lead,
+        first_token_at=timezone.now() if lead else None,
+    )
     return Prepared(reply, request, version.adapter_path if adapter and version else "")
 
 

@@ -4,6 +4,7 @@ progress, finishing it. Each asks ``rules`` whether the bot may still write ther
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -89,7 +90,7 @@ def reply_finish(
     return message
 
 
-def reply_model_set(*, message_id: int, model_name: str, grounding: list[dict[str, float]] | None = None) -> None:
+def reply_model_set(*, message_id: int, model_name: str, grounding: list[dict[str, Any]] | None = None) -> None:
     """Which model (and adapter) writes the reply, and the knowledge entries it is grounded on
     (ids and scores), for the agents' transcript."""
     Message.objects.filter(id=message_id).update(model_name=model_name, grounding=grounding or [])

@@ -228,3 +228,28 @@ def test_the_dataset_page_shows_examples_with_their_lineage(staff: Client) -> No
     )
     page = staff.get(f"/training/datasets/{snapshot.id}/").content.decode()
     assert "It costs $4.50." in page and "rejected: Free." in page and "messages 7, 8" in page
+
+
+def test_the_version_page_shows_the_grounded_figures_beside_the_adapter_alone(
+    staff: Client, candidate: ModelVersion
+) -> None:
+    row = {"question": "What's the price to wrap a present?", "fact": "Gift wrapping costs $4.50 per item."}
+    candidate.metrics |= {
+        "retrieval": "on",
+        "grounded": {
+            "fact_probes": 20,
+            "recall": {"candidate": 18, "active": 17},
+            "wrong_facts": {"candidate": 1, "active": 2},
+            "grounded": {"probes": 18, "unrelated": 0},
+            "led": {"probes": 16, "unrelated": 0},
+            "unrelated_prompts": 40,
+            "unrelated_leaks": {"candidate": 0, "active": 0},
+            "probes": [row | {"candidate": "Gift wrapping costs $4.50 per item.", "candidate_recalled": True}],
+        },
+    }
+    candidate.save()
+    page = staff.get(f"/training/versions/{candidate.name}/").content.decode()
+    assert "18 of 20 questions grounded, 16 led by an approved answer" in page
+    assert "18 of 20" in page and "17 of 20" in page and "(40 prompts, 0 grounded)" in page
+    assert "Taught facts in new words, with the approved knowledge" in page
+    assert "once grounded on the approved knowledge as the worker grounds them" in page

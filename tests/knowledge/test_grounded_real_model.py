@@ -21,9 +21,10 @@ from tests.finetuning.shop import ALL_KEYS, FACTS, recalled, transcripts
 
 pytestmark = [pytest.mark.model, pytest.mark.django_db(transaction=True)]
 
-# Not the target (19 of 20): what this serving half reaches with SmolLM2-135M, which rarely
-# copies a fact from its prompt (docs/knowledge.md). Retrieval itself grounds 18 of 20.
-PARAPHRASES_RECALLED_AT_LEAST = 6
+# The target is 19 of 20: retrieval with all-MiniLM-L6-v2 grounds 18 of these 20 at a
+# threshold that keeps every unrelated prompt out, and a clear best entry leads the reply with its
+# approved answer, so the reply holds the fact whenever retrieval found it (docs/knowledge.md).
+PARAPHRASES_RECALLED_AT_LEAST = 18
 PARAPHRASES_GROUNDED_AT_LEAST = 18
 UNRELATED_PROMPTS = [*UNRELATED, *GENERAL[:10]]
 
@@ -58,7 +59,7 @@ async def test_approved_knowledge_answers_paraphrases_and_stays_out_of_unrelated
 ) -> None:
     assert await asyncio.to_thread(teach_and_approve, tmp_path) >= len(FACTS)
     replies = [await answer(live_system, fact.paraphrase) for fact in FACTS]
-    missed = [(f.paraphrase, text) for f, (text, _) in zip(FACTS, replies, strict=True) if not recalled(f, text)]
+    missed = [(f.paraphrase, text, g) for f, (text, g) in zip(FACTS, replies, strict=True) if not recalled(f, text)]
     grounded = sum(bool(grounding) for _, grounding in replies)
     unrelated = [await answer(live_system, prompt) for prompt in UNRELATED_PROMPTS]
     terms = [(p, text) for p, (text, _) in zip(UNRELATED_PROMPTS, unrelated, strict=True) if taught_term(text)]

@@ -80,3 +80,13 @@ def test_a_removed_correction_suggests_nothing(bot_reply: Any, agent_user: Any) 
 def test_a_reply_with_no_question_before_it_suggests_nothing(conversation: Any, agent_user: Any) -> None:
     greeting = Message.objects.create(conversation=conversation, role="agent", text="Hi, I'm Dana.", author=agent_user)
     assert tasks.knowledge_suggest(greeting.id) is None
+
+
+def test_an_answer_keeps_the_shops_address_and_loses_what_the_customer_gave(conversation: Any, agent_user: Any) -> None:
+    chat_services.message_send(conversation=conversation, text="Hi, my number is 07700 900123")
+    Message.objects.filter(conversation=conversation, role="bot").update(status="complete")
+    reply = chat_services.message_send(conversation=conversation, text="Where is your shop?").bot_message
+    answer = "Our shop is at 12 Wren Lane, Millbrook; we'll text 07700 900123 when ready."
+    workspace_services.correction_set(message=reply, text=answer, author=agent_user)
+    entry = KnowledgeEntry.objects.get(id=tasks.knowledge_suggest(reply.id))
+    assert entry.answer == "Our shop is at 12 Wren Lane, Millbrook; we'll text [phone] when ready."
