@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import call_command
 
+from conversations.chat import services as chat_services
 from conversations.knowledge import tasks
-from conversations.models import Correction, Message
+from conversations.knowledge.models import KnowledgeEntry
+from conversations.models import Correction, Customer, Message
+from conversations.workspace import services as workspace_services
 from finetuning.general_prompts import GENERAL, UNRELATED
 from tests.e2e.client import ChatClient
 from tests.finetuning.shop import ALL_KEYS, FACTS, recalled, transcripts
@@ -69,3 +73,22 @@ async def test_approved_knowledge_answers_paraphrases_and_stays_out_of_unrelated
     assert len(FACTS) - len(missed) >= PARAPHRASES_RECALLED_AT_LEAST, missed
     assert grounded >= PARAPHRASES_GROUNDED_AT_LEAST
     assert unrelated_grounded == [], "an unrelated prompt got a taught fact in its prompt"
+
+    # A second agent teaches another price for gift wrapping: a conflict, and no answer at all.
+    await asyncio.to_thread(teach_another_price)
+    text, grounding = await answer(live_system, FACTS[0].paraphrase)
+    print(f"after the conflict: {text!r} grounded on {grounding}")
+    assert grounding == [] and not recalled(FACTS[0], text) and "3.00" not in text
+
+
+def teach_another_price() -> None:
+    """Another agent corrects a new gift-wrap conversation with $3.00; the suggestion conflicts
+    with the approved $4.50 entry, and neither is served until a person resolves it."""
+    agent = User.objects.create_user("eli", password="x", is_staff=True)
+    conversation = chat_services.conversation_start(customer=Customer.objects.create())
+    reply = chat_services.message_send(conversation=conversation, text=FACTS[0].asked[1]).bot_message
+    assert reply is not None
+    chat_services.reply_stop(message=reply)
+    workspace_services.correction_set(message=reply, text="Gift wrapping costs $3.00 per item.", author=agent)
+    entry = KnowledgeEntry.objects.get(id=tasks.knowledge_suggest(reply.id))
+    assert entry.conflict and KnowledgeEntry.objects.filter(conflict=True, status="approved").exists()
