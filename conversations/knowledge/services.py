@@ -40,7 +40,8 @@ class Taught:
 def clean(text: object, field: str) -> str:
     """``text`` redacted and trimmed; refused when empty or too long."""
     if not isinstance(text, str) or not text.strip():
-        raise ChatError("empty_text", f"An entry needs a {field}.")
+        article = "an" if field[0] in "aeiou" else "a"
+        raise ChatError("empty_text", f"An entry needs {article} {field}.")
     if len(text) > MAX_CHARS:
         raise ChatError("text_too_long", f"This {field} is too long.")
     return redact(text.strip(), admin_patterns()).strip()
