@@ -50,11 +50,12 @@ def _page(
     tab = selectors.tab_or_default(source.get("tab"))
     search = str(source.get("q", ""))[:200]
     entries = list(selectors.entries(tab, search))
+    live = selectors.entries_usage(e.id for e in entries)
     context: dict[str, Any] = {
         "tab": tab,
         "q": search,
         "tabs": [(key, label, count) for (key, label), count in _with_counts(search)],
-        "rows": [{"entry": e, "alternatives": "\n".join(e.alternatives)} for e in entries],
+        "rows": [{"entry": e, "alternatives": "\n".join(e.alternatives), "usage": live[e.id]} for e in entries],
         "error": error,
         "import_problems": import_problems or [],
         "max_chars": services.MAX_CHARS,
