@@ -190,6 +190,10 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 KNOWLEDGE_TOP_K = env_int("KNOWLEDGE_TOP_K", 3)
 KNOWLEDGE_THRESHOLD = env_float("KNOWLEDGE_THRESHOLD", 0.58)
 KNOWLEDGE_GROUP_THRESHOLD = env_float("KNOWLEDGE_GROUP_THRESHOLD", 0.72)
+# When on, a reply grounded on knowledge entries shows the customer "Source: <question>" under it
+# (the entries' questions only). Off by default: what an answer rests on is the agents' business
+# until an admin chooses to say it.
+KNOWLEDGE_SHOW_SOURCES = env_bool("KNOWLEDGE_SHOW_SOURCES", False)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000)
 CHAT_RATE_LIMIT_MESSAGES = env_int("CHAT_RATE_LIMIT_MESSAGES", 6)
 CHAT_RATE_LIMIT_WINDOW_S = env_int("CHAT_RATE_LIMIT_WINDOW_S", 30)

@@ -1,5 +1,5 @@
 """Reads for the knowledge page: the entries of a tab, the count of each tab, and how each entry
-did in live use."""
+did in live use; and what a customer may read of an entry (its question, as a reply's source line)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.db.models import Count, Max, Prefetch, Q, QuerySet
 
 from ..models import Conversation, Feedback, Message
@@ -45,13 +46,13 @@ def tab_counts(search: str = "") -> dict[str, int]:
     return {tab: int(counts[tab] or 0) for tab in TABS}
 
 
-def entries(tab: str, search: str = "") -> QuerySet[KnowledgeEntry]:
-    """The tab's entries, newest change first, with their sources (and approver) loaded in the
-    same few queries whatever the number of entries."""
+def entries(tab: str, search: str = "", *, only: int | None = None) -> QuerySet[KnowledgeEntry]:
+    """The tab's entries (``only`` the one with that id), newest change first, with their sources
+    (and approver) loaded in the same few queries whatever the number of entries."""
     sources = KnowledgeSource.objects.order_by("created_at", "id").only("id", "entry_id", "conversation_id")
     return (
         KnowledgeEntry.objects.filter(TABS[tab_or_default(tab)])
-        .filter(search_q(search))
+        .filter(search_q(search) if only is None else Q(id=only))
         .select_related("approved_by")
         .annotate(source_count=Count("sources", distinct=True))
         .prefetch_related(Prefetch("sources", queryset=sources))
@@ -154,3 +155,45 @@ def _count_handoffs(usage: dict[int, Usage], grounded: list[_Grounded]) -> None:
         if g.message_id == last_bot and (status in people or (last_agent or 0) > g.message_id):
             for entry_id in g.entries & usage.keys():
                 usage[entry_id].handoffs += 1
+
+
+def source_lines(groundings: Iterable[Any]) -> list[list[str]]:
+    """For each reply's grounding, the questions of its entries that a customer may read under it
+    (the admin's ``KNOWLEDGE_SHOW_SOURCES``): nothing when it is off, one query for all replies
+    when it is on. Only the question: an entry's id, score and status stay the agents'."""
+    groundings = list(groundings)
+    if not settings.KNOWLEDGE_SHOW_SOURCES:
+        return [[] for _ in groundings]
+    ids = [[g["entry"] for g in grounding if isinstance(g, dict) and "entry" in g] for grounding in groundings]
+    wanted = {i for row in ids for i in row}
+    questions = dict(KnowledgeEntry.objects.filter(id__in=wanted).values_list("id", "question")) if wanted else {}
+    return [[questions[i] for i in row if i in questions] for row in ids]
+
+
+def grounding_rows(groundings: Iterable[Any]) -> list[list[dict[str, Any]]]:
+    """For the agents' transcript: each reply's entries (id, question, cosine), in one query for
+    all replies. An entry deleted since is left out."""
+    groundings = [g if isinstance(g, list) else [] for g in groundings]
+    wanted = {g["entry"] for row in groundings for g in row if isinstance(g, dict) and "entry" in g}
+    found = KnowledgeEntry.objects.filter(id__in=wanted).only("id", "question", "status", "conflict") if wanted else []
+    entries = {e.id: e for e in found}
+    return [
+        [
+            {
+                "id": g["entry"],
+                "question": entries[g["entry"]].question,
+                "score": g.get("score"),
+                "tab": tab_of(entries[g["entry"]]),
+            }
+            for g in row
+            if isinstance(g, dict) and g.get("entry") in entries
+        ]
+        for row in groundings
+    ]
+
+
+def tab_of(entry: KnowledgeEntry) -> str:
+    """The page's tab an entry is listed in now."""
+    if entry.conflict and entry.status != KnowledgeEntry.Status.RETIRED:
+        return "conflicts"
+    return str(entry.status)

@@ -49,19 +49,28 @@ def _page(
     source = request.GET if request.method == "GET" else request.POST
     tab = selectors.tab_or_default(source.get("tab"))
     search = str(source.get("q", ""))[:200]
-    entries = list(selectors.entries(tab, search))
+    shown = _shown(request)  # one entry, from a transcript's "Grounded on" link
+    if shown is not None:
+        tab = selectors.tab_of(shown)
+    entries = list(selectors.entries(tab, search, only=shown.id if shown else None))
     live = selectors.entries_usage(e.id for e in entries)
     context: dict[str, Any] = {
         "tab": tab,
         "q": search,
         "tabs": [(key, label, count) for (key, label), count in _with_counts(search)],
         "rows": [{"entry": e, "alternatives": "\n".join(e.alternatives), "usage": live[e.id]} for e in entries],
+        "shown": shown,
         "error": error,
         "import_problems": import_problems or [],
         "max_chars": services.MAX_CHARS,
         "form": request.POST if request.method == "POST" else {},
     }
     return render(request, "knowledge/page.html", context, status=status)
+
+
+def _shown(request: HttpRequest) -> KnowledgeEntry | None:
+    raw = request.GET.get("show", "")
+    return KnowledgeEntry.objects.filter(id=int(raw)).first() if raw.isdigit() else None
 
 
 def _with_counts(search: str) -> list[tuple[tuple[str, str], int]]:
