@@ -195,6 +195,10 @@ KNOWLEDGE_GROUP_THRESHOLD = env_float("KNOWLEDGE_GROUP_THRESHOLD", 0.72)
 # grounded replies only carry the entries in their prompt. Above 1 turns the leading answer off.
 KNOWLEDGE_LEAD_THRESHOLD = env_float("KNOWLEDGE_LEAD_THRESHOLD", 0.58)
 KNOWLEDGE_LEAD_MARGIN = env_float("KNOWLEDGE_LEAD_MARGIN", 0.05)
+# When on, a reply grounded on knowledge entries shows the customer "Source: <question>" under it
+# (the entries' questions only). Off by default: what an answer rests on is the agents' business
+# until an admin chooses to say it.
+KNOWLEDGE_SHOW_SOURCES = env_bool("KNOWLEDGE_SHOW_SOURCES", False)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000)
 CHAT_RATE_LIMIT_MESSAGES = env_int("CHAT_RATE_LIMIT_MESSAGES", 6)
 CHAT_RATE_LIMIT_WINDOW_S = env_int("CHAT_RATE_LIMIT_WINDOW_S", 30)

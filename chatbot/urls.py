@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 
 from conversations import views
 from conversations.chat import views as chat
+from conversations.knowledge import views as knowledge
 from conversations.workspace import views as workspace
 
 urlpatterns = [
@@ -20,6 +21,15 @@ urlpatterns = [
     path("agent/messages/<int:message_id>/feedback", workspace.message_feedback, name="agent-feedback"),
     path("agent/messages/<int:message_id>/correction", workspace.message_correction, name="agent-correction"),
     path("agent/customers/<uuid:customer_id>/erase", workspace.customer_erase, name="agent-customer-erase"),
+    path("agent/knowledge/", knowledge.knowledge_page, name="agent-knowledge"),
+    path("agent/knowledge/approve", knowledge.entries_approve, name="agent-knowledge-approve"),
+    path("agent/knowledge/merge", knowledge.entries_merge, name="agent-knowledge-merge"),
+    path("agent/knowledge/create", knowledge.entry_create, name="agent-knowledge-create"),
+    path("agent/knowledge/import", knowledge.entries_import, name="agent-knowledge-import"),
+    path("agent/knowledge/export.jsonl", knowledge.entries_export, {"fmt": "jsonl"}, name="agent-knowledge-jsonl"),
+    path("agent/knowledge/export.csv", knowledge.entries_export, {"fmt": "csv"}, name="agent-knowledge-csv"),
+    path("agent/knowledge/<int:entry_id>/edit", knowledge.entry_edit, name="agent-knowledge-edit"),
+    path("agent/knowledge/<int:entry_id>/retire", knowledge.entry_retire, name="agent-knowledge-retire"),
     path("training/", include("finetuning.urls")),
     path("admin/", admin.site.urls),
     # daphne serves no static files of its own; for one self-hosted machine Django serving them

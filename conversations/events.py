@@ -34,7 +34,7 @@ CUSTOMER_FRAMES: dict[str, set[str]] = {
     "history": {"type", "conversation", "messages", "feedback", "worker", "worker_online"},
     "message": {"type", "message"},
     "delta": {"type", "message_id", "offset", "text"},
-    "done": {"type", "message_id", "text", "status", "error", "error_code"},
+    "done": {"type", "message_id", "text", "status", "error", "error_code", "sources"},
     "status": {"type", "conversation"},
     "notice": {"type", "code", "detail"},
     "feedback": {"type", "message_id", "feedback"},
@@ -42,7 +42,8 @@ CUSTOMER_FRAMES: dict[str, set[str]] = {
     "error": {"type", "code", "detail"},
 }
 # Not "model", "model_version" nor "grounding": which version answered, and from which knowledge
-# entries, is the agents' business.
+# entries (ids, scores), is the agents' business. "sources" is the entries' questions, and empty
+# unless the admin turned KNOWLEDGE_SHOW_SOURCES on.
 CUSTOMER_MESSAGE_KEYS = {
     "id",
     "role",
@@ -56,6 +57,7 @@ CUSTOMER_MESSAGE_KEYS = {
     "error",
     "error_code",
     "author",
+    "sources",
 }
 CUSTOMER_CONVERSATION_KEYS = {"id", "status", "created_at", "agent", "satisfaction"}
 CUSTOMER_FEEDBACK_KEYS = {"positive", "reason", "comment"}
@@ -119,8 +121,13 @@ def delta_event(message_id: int, offset: int, text: str) -> dict[str, Any]:
     return {"type": "delta", "message_id": message_id, "offset": offset, "text": text}
 
 
-def done_event(message_id: int, text: str, status: str, error: str = "") -> dict[str, Any]:
-    return {"type": "done", "message_id": message_id, "text": text, "status": status, "error": error}
+def done_event(
+    message_id: int, text: str, status: str, error: str = "", sources: list[str] | None = None
+) -> dict[str, Any]:
+    """A reply's end; ``sources``: the lines the customer reads under it, a key only when there are
+    some (KNOWLEDGE_SHOW_SOURCES on, and the reply grounded)."""
+    frame = {"type": "done", "message_id": message_id, "text": text, "status": status, "error": error}
+    return {**frame, "sources": sources} if sources else frame
 
 
 def status_event(conversation_payload: dict[str, Any]) -> dict[str, Any]:

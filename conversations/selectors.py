@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from . import health, roles
+from .knowledge import selectors as knowledge_selectors
 from .models import Conversation, Customer, Feedback, Message
 
 
@@ -16,10 +17,13 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def message_payload(message: Message) -> dict[str, Any]:
-    """A message as customers' and agents' sockets receive it."""
+def message_payload(message: Message, *, sources: list[str] | None = None) -> dict[str, Any]:
+    """A message as customers' and agents' sockets receive it; ``sources`` when the caller already
+    read them for many messages at once (``conversation_history``)."""
+    if sources is None:
+        sources = knowledge_selectors.source_lines([message.grounding])[0]
     version = message.model_version if message.model_version_id else None  # no query for a message without one
-    return {
+    payload: dict[str, Any] = {
         "id": message.id,
         "role": message.role,
         "text": message.text,
@@ -35,6 +39,9 @@ def message_payload(message: Message) -> dict[str, Any]:
         "model_version": version.name if version is not None else None,  # agents only
         "grounding": message.grounding,  # agents only: the knowledge entries the reply rests on
     }
+    if sources:  # for the customer too: the entries' questions, only with KNOWLEDGE_SHOW_SOURCES
+        payload["sources"] = sources
+    return payload
 
 
 def message_payload_by_id(message_id: int) -> dict[str, Any]:
@@ -62,8 +69,9 @@ def feedback_payload(feedback: Feedback) -> dict[str, Any]:
 
 
 def conversation_history(conversation: Conversation) -> list[dict[str, Any]]:
-    messages = conversation.messages.exclude(role=Message.Role.SYSTEM).select_related("author", "model_version")
-    return [message_payload(m) for m in messages]
+    messages = list(conversation.messages.exclude(role=Message.Role.SYSTEM).select_related("author", "model_version"))
+    lines = knowledge_selectors.source_lines(m.grounding for m in messages)
+    return [message_payload(m, sources=line) for m, line in zip(messages, lines, strict=True)]
 
 
 def conversation_latest_open(customer: Customer) -> Conversation | None:

@@ -237,10 +237,26 @@
       list.append(li);
     }
     li.querySelector(".body").textContent = message.text;
+    drawGrounding(li, message.grounding || []);
     drawMeta(li, message.status + (message.error ? ": " + message.error : ""), message);
     setClass(li, message.status);
     li.classList.add(message.role);
     li.scrollIntoView({ block: "nearest" });
+  }
+
+  // The knowledge entries a live reply was grounded on. A frame carries their ids and scores only:
+  // the server-drawn line (with the entries' questions) is kept when there is one.
+  function drawGrounding(li, grounding) {
+    const line = li.querySelector(".grounding");
+    if (!line || !grounding.length || line.childElementCount) return;
+    line.replaceChildren("Grounded on: ");
+    grounding.forEach((g, i) => {
+      const link = document.createElement("a");
+      link.href = `/agent/knowledge/?show=${encodeURIComponent(g.entry)}`;
+      link.textContent = `entry ${g.entry}`;
+      line.append(...(i ? ["; "] : []), link, ` (${Number(g.score).toFixed(2)})`);
+    });
+    line.hidden = false;
   }
 
   // A bot reply's info line: status · first token · total · model version · model name. The parts

@@ -126,7 +126,7 @@
     done(frame) {
       const bubble = bubbles.get(frame.message_id);
       if (!bubble) return;
-      Object.assign(bubble.data, { text: frame.text, status: frame.status, error: frame.error || "" });
+      Object.assign(bubble.data, { text: frame.text, status: frame.status, error: frame.error || "", sources: frame.sources || [] });
       paint(bubble);
       updateControls();
       flushOutbox();
@@ -178,7 +178,7 @@
     if (!bubble) {
       const li = document.createElement("li");
       li.dataset.id = message.id;
-      li.append(span("who"), span("body"), span("meta"));
+      li.append(span("who"), span("body"), span("source"), span("meta"));
       // In id order, stored before unsent: the worker may announce its reply before this socket
       // hears the echo of the customer message it answers.
       const later = [...list.children].find((other) => !other.dataset.id || Number(other.dataset.id) > message.id);
@@ -194,6 +194,10 @@
     li.className = `msg ${data.role} ${data.status}`;
     li.querySelector(".who").textContent = ROLE_NAMES[data.role] || data.role;
     li.querySelector(".body").textContent = data.text;
+    // What the reply rests on, when the admin shows it (KNOWLEDGE_SHOW_SOURCES): the entries' questions.
+    const source = li.querySelector(".source");
+    const sources = data.role === "bot" && data.status === "complete" ? data.sources || [] : [];
+    if (source) { source.textContent = sources.length ? `Source: ${sources.join("; ")}` : ""; source.hidden = !sources.length; }
     const meta = li.querySelector(".meta");
     meta.replaceChildren();
     if (data.role === "bot" && data.status === "pending") meta.textContent = "Waiting for the assistant…";

@@ -50,7 +50,8 @@ def clean_answer(text: object, said: Sequence[str] = ()) -> str:
 
 def _checked(text: object, field: str) -> str:
     if not isinstance(text, str) or not text.strip():
-        raise ChatError("empty_text", f"An entry needs a {field}.")
+        article = "an" if field[0] in "aeiou" else "a"
+        raise ChatError("empty_text", f"An entry needs {article} {field}.")
     if len(text) > MAX_CHARS:
         raise ChatError("text_too_long", f"This {field} is too long.")
     return text.strip()

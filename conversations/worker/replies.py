@@ -20,6 +20,8 @@ from django.utils import timezone
 from .. import events, prompts, selectors
 from ..inference.types import Engine, GenerationRequest, TokenChunk
 from ..knowledge import retrieval
+from ..knowledge import selectors as knowledge_selectors
+from ..models import Message
 from . import services
 
 log = logging.getLogger(__name__)
@@ -192,8 +194,17 @@ async def finish_save(reply: Reply) -> None:
     )
     reply.stored = True
     if stored is not None:
-        reply.done = events.done_event(stored.id, stored.text, stored.status, stored.error)
+        sources = await _sources(stored)
+        reply.done = events.done_event(stored.id, stored.text, stored.status, stored.error, sources)
     log.info("reply %s %s: %d tokens", reply.message_id, chunk.finish_reason, reply.token_count)
+
+
+async def _sources(message: Message) -> list[str]:
+    """The source lines a customer reads under the reply; no database trip when there are none."""
+    if not settings.KNOWLEDGE_SHOW_SOURCES or not message.grounding:
+        return []
+    lines = await database_sync_to_async(knowledge_selectors.source_lines)([message.grounding])
+    return lines[0]
 
 
 async def done_publish(reply: Reply) -> bool:

@@ -29,6 +29,7 @@ from finetuning.models import ModelVersion
 from .. import erasure, selectors, transcripts
 from ..chat import services as chat_services
 from ..errors import ChatError
+from ..knowledge import selectors as knowledge_selectors
 from ..models import Conversation, Feedback, Message
 from ..roles import agent_required
 from . import selectors as workspace_selectors
@@ -63,7 +64,9 @@ def inbox(request: HttpRequest) -> HttpResponse:
 @require_GET
 def transcript(request: HttpRequest, conversation_id: str) -> HttpResponse:
     conversation = get_object_or_404(Conversation.objects.select_related("customer", "agent"), id=conversation_id)
-    rows = [_transcript_row(m) for m in workspace_selectors.transcript(conversation)]
+    messages = workspace_selectors.transcript(conversation)
+    grounding = knowledge_selectors.grounding_rows(m.grounding for m in messages)
+    rows = [{**_transcript_row(m), "grounding": g} for m, g in zip(messages, grounding, strict=True)]
     return render(
         request,
         "agent/transcript.html",

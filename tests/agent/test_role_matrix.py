@@ -29,12 +29,15 @@ from urllib.parse import urlsplit
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import URLResolver, get_resolver, resolve
 
 from chatbot.asgi import application
 from chatbot.routing import websocket_urlpatterns
 from conversations import events, roles
+from conversations.knowledge import services as knowledge
+from conversations.knowledge.models import KnowledgeEntry
 from conversations.models import Conversation, Correction, Feedback
 from conversations.workspace.consumers import AgentConsumer
 from finetuning import services as learning
@@ -106,6 +109,38 @@ def rolled_back(world: World) -> bool:
     return serving.status == ModelVersion.Status.RETIRED and Promotion.objects.filter(kind="rollback").exists()
 
 
+def entry_status(world: World) -> str:
+    return str(KnowledgeEntry.objects.get(id=world["entry"].id).status)
+
+
+def entry_approved(world: World) -> bool:
+    return entry_status(world) == "approved"
+
+
+def entry_retired(world: World) -> bool:
+    return entry_status(world) == "retired"
+
+
+def entry_edited(world: World) -> bool:
+    return KnowledgeEntry.objects.get(id=world["entry"].id).answer == "fixed"
+
+
+def entry_added(world: World) -> bool:
+    return KnowledgeEntry.objects.filter(question="added").exists()
+
+
+def entries_merged(world: World) -> bool:
+    return entry_retired(world) and KnowledgeEntry.objects.get(id=world["other_entry"].id).status == "suggested"
+
+
+def entries_imported(world: World) -> bool:
+    return KnowledgeEntry.objects.filter(question="imported").exists()
+
+
+def import_file(world: World) -> dict[str, Any]:
+    return {"file": SimpleUploadedFile("faq.jsonl", b'{"question": "imported", "answer": "yes"}\n')}
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -113,6 +148,7 @@ class Route:
     expected: dict[str, int | str]  # by persona
     done: Callable[[World], bool] | None = None  # the change a permitted POST makes
     prepare: Callable[[World], None] | None = None
+    data: Callable[[World], dict[str, Any]] | None = None  # posted in place of POST_DATA
 
     def __str__(self) -> str:
         return f"{self.method} {self.url}"
@@ -136,6 +172,17 @@ ROUTES = [
     Route("post", "/agent/messages/{reply}/correction", agents_only(200), done=corrected),
     # Erasure is in the agent workspace but for staff alone (tests/conversations/test_erasure.py posts it).
     Route("get", "/agent/customers/{customer}/erase", {**agents_only(200), "agent": FORBIDDEN}),
+    # The knowledge page: every agent (and admin) may approve, edit, merge and retire.
+    Route("get", "/agent/knowledge/", agents_only(200)),
+    Route("get", "/agent/knowledge/?tab=retired&q=hello", agents_only(200)),
+    Route("get", "/agent/knowledge/export.jsonl", agents_only(200)),
+    Route("get", "/agent/knowledge/export.csv", agents_only(200)),
+    Route("post", "/agent/knowledge/approve", agents_only("/agent/knowledge/"), done=entry_approved),
+    Route("post", "/agent/knowledge/{entry}/edit", agents_only("/agent/knowledge/"), done=entry_edited),
+    Route("post", "/agent/knowledge/{entry}/retire", agents_only("/agent/knowledge/"), done=entry_retired),
+    Route("post", "/agent/knowledge/merge", agents_only("/agent/knowledge/"), done=entries_merged),
+    Route("post", "/agent/knowledge/create", agents_only("/agent/knowledge/"), done=entry_added),
+    Route("post", "/agent/knowledge/import", agents_only("/agent/knowledge/"), done=entries_imported, data=import_file),
     Route("get", "/admin/", staff_only(200)),
     Route("get", "/training/", staff_only(200)),
     Route("post", "/training/runs/new", staff_only("/training/runs/*/"), done=new_run_queued, prepare=finish_the_run),
@@ -152,6 +199,23 @@ ROUTES = [
 ]
 POST_DATA = {"positive": "0", "reason": "rude", "text": "fixed", "note": "n", "tags": "t"}
 POST_DATA_LOGIN = {"username": "dana", "password": "wrong"}
+
+
+def post_data(route: Route, world: World) -> dict[str, Any]:
+    """What a POST carries: the knowledge forms name the world's entries (merging the second into
+    the first: the first is retired)."""
+    if route.data:
+        return route.data(world)
+    if route.url.startswith("/accounts/login/"):
+        return POST_DATA_LOGIN
+    knowledge = {
+        "ids": [world["entry"].id, world["other_entry"].id] if "merge" in route.url else [world["entry"].id],
+        "into": world["other_entry"].id,
+        "question": "added" if "create" in route.url else world["entry"].question,
+        "answer": "fixed",
+        "confirm": "yes",
+    }
+    return {**POST_DATA, **knowledge}
 
 
 @pytest.fixture
@@ -195,7 +259,11 @@ def world(
     serving, candidate = versions
     learning.version_promote(version=serving, actor=admin_user)
     run = TrainingRun.objects.create(snapshot=snapshot, requested_by=admin_user)
+    entry = knowledge.entry_create(question="How much is wrapping?", answer="$4.50.")
+    other_entry = knowledge.entry_create(question="What does wrapping cost?", answer="$4.50 a gift.")
     return {
+        "entry": entry,
+        "other_entry": other_entry,
         "conversation": conversation,
         "reply": reply,
         "snapshot": snapshot,
@@ -216,6 +284,7 @@ def ids(world: World) -> dict[str, Any]:
         "snapshot": world["snapshot"].id,
         "candidate": world["candidate"].name,
         "customer": world["customers"]["customer_a"].id,
+        "entry": world["entry"].id,
     }
 
 
@@ -247,9 +316,7 @@ def test_each_route_admits_only_its_roles(
         route.prepare(world)
     if route.done:
         assert not route.done(world)
-    data = (
-        (POST_DATA_LOGIN if route.url.startswith("/accounts/login/") else POST_DATA) if route.method == "post" else None
-    )
+    data = post_data(route, world) if route.method == "post" else None
     with django_capture_on_commit_callbacks(execute=True):  # what goes out after the commit, goes out
         response = getattr(client_for(persona, world), route.method)(
             route.url.format(**ids(world)), data, HTTP_ACCEPT="application/json"
@@ -272,7 +339,7 @@ def test_every_form_post_needs_the_csrf_token(world: World, route: Route) -> Non
     assert route.expected["admin"] not in REFUSED
     client = Client(enforce_csrf_checks=True)
     client.force_login(world["users"]["admin"])
-    response = client.post(route.url.format(**ids(world)), POST_DATA, HTTP_ACCEPT="application/json")
+    response = client.post(route.url.format(**ids(world)), post_data(route, world), HTTP_ACCEPT="application/json")
     assert response.status_code == 403 and b"CSRF" in response.content
     if route.done:
         assert not route.done(world)
@@ -288,6 +355,7 @@ SAMPLE_IDS = {
     "a": "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
     "customer": "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
     "missing": 999999,
+    "entry": 1,
 }
 
 
