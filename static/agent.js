@@ -36,10 +36,25 @@
     return false;
   }
 
+  // The knowledge page says live that entries changed (a colleague approved one, a new suggestion
+  // came in); it does not redraw under the reader's hands: "Show the latest" reloads the view.
+  const changedEntries = new Set();
+  function noteKnowledgeChange(entry) {
+    const notice = $("knowledge-changed");
+    if (!notice || !entry) return;
+    changedEntries.add(entry.id);
+    const n = changedEntries.size;
+    notice.querySelector("span").textContent =
+      `${n} ${n === 1 ? "entry has" : "entries have"} changed since this page was drawn (latest: “${entry.question}”, ${entry.status}${entry.conflict ? ", in conflict" : ""}).`;
+    notice.querySelector("a").href = location.pathname + location.search;
+    notice.hidden = false;
+  }
+
   const forThisConversation = (frame) => conversationId && frame.conversation_id === conversationId;
 
   const handlers = {
     hello() { setBadge("Live", "online"); },
+    knowledge(frame) { noteKnowledgeChange(frame.entry); },
     inbox(frame) {
       if (inboxPage) upsertRow(frame.conversation);
       if (frame.alert && frame.conversation.status === "waiting") alertWaiting(frame.conversation);

@@ -79,3 +79,22 @@ def test_the_page_fits_a_phone_without_horizontal_scroll(
     assert "line 1: not JSON" in page.locator(".import-problems").inner_text()
     assert no_horizontal_scroll(page)
     context.close()
+
+
+def test_the_page_says_live_when_a_colleague_changes_an_entry(
+    fake_system: LiveSystem, browser: Any, agent_user: Any
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    entry = services.entry_create(question="How much is gift wrapping?", answer="Gift wrapping costs $4.50.")
+    page = signed_in_context(browser, fake_system, agent_user).new_page()
+    page.goto(fake_system.url + "/agent/knowledge/")
+    page.wait_for_selector("#agent-connection.online")
+    assert page.locator("#knowledge-changed").is_hidden()
+    with ThreadPoolExecutor(1) as pool:  # off this thread, where Playwright's event loop runs
+        pool.submit(services.entries_approve, ids=[entry.id], by=None).result()
+    page.wait_for_selector("#knowledge-changed:visible")
+    notice = page.locator("#knowledge-changed").inner_text()
+    assert "1 entry has changed since this page was drawn" in notice and "How much is gift wrapping?" in notice
+    page.get_by_role("link", name="Show the latest").click()
+    page.wait_for_selector('.tab[data-tab="approved"] .count:text("1")')
