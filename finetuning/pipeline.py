@@ -13,7 +13,7 @@ import shutil
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,14 +176,36 @@ def _snapshot_build(
     *, model_path: str, tokenizer: PreTrainedTokenizerBase, options: BuildOptions, check: Callable[[], None]
 ) -> DatasetSnapshot:
     """The base model's general replies (``check`` once they are made: the slow part), then the
-    snapshot of conversations they are mixed into."""
+    snapshot of conversations they are mixed into, with the base model's rewordings of the
+    corrected questions. The model is loaded once, and only when a cache misses."""
     from . import datasets
+    from .base import load_model
+
+    loaded: list[Any] = []
+
+    def load() -> Any:
+        if not loaded:
+            loaded.append(load_model(model_path))
+        return loaded[0]
 
     general = datasets.general_replies(
-        model_path=model_path, tokenizer=tokenizer, system_prompt=options.system_prompt, count=options.general_examples
+        model_path=model_path,
+        tokenizer=tokenizer,
+        system_prompt=options.system_prompt,
+        count=options.general_examples,
+        load=load,
     )
     check()
-    return datasets.snapshot_build(tokenizer=tokenizer, options=options, general_replies=general)
+    rephrase = datasets.model_rephrase(
+        model_path=model_path, tokenizer=tokenizer, per_question=options.paraphrases, load=load, seed=options.seed
+    )
+
+    def checked(questions: Sequence[str]) -> list[list[str]]:
+        drafts = rephrase(questions)
+        check()
+        return drafts
+
+    return datasets.snapshot_build(tokenizer=tokenizer, options=options, general_replies=general, rephrase=checked)
 
 
 def _train(
