@@ -296,6 +296,18 @@ def content_hash(examples: Iterable[Example]) -> str:
     return digest.hexdigest()
 
 
+def preference_triples(rows: Iterable[tuple[str, str, str, str]], tokenizer: Any) -> list[tuple[str, str, str]]:
+    """(prompt, completion, reply, rejected) rows → (prompt, chosen, rejected completion), the
+    rejected reply given the chosen one's end-of-turn markup, neutralised as the completion is."""
+    control = control_strings(tokenizer)
+    triples = []
+    for prompt, completion, reply, rejected in rows:
+        chosen = neutralise(reply, control)
+        markup = completion[len(chosen) :] if completion.startswith(chosen) else tokenizer.eos_token or ""
+        triples.append((prompt, completion, neutralise(rejected, control) + markup))
+    return triples
+
+
 def general_candidates(replies: Sequence[tuple[str, str]]) -> list[Candidate]:
     return [
         Candidate(Source.GENERAL, "", "", [Turn("customer", prompt)], reply, [])

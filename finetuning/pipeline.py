@@ -134,7 +134,7 @@ def _pipeline(run: TrainingRun, owner: str, keeper: LeaseKeeper) -> None:
         # It is never trained again, reset to candidate nor written into.
         services.run_finish(run=run, owner=owner, status=Status.SUCCEEDED, version=done)
         return
-    config = training.TrainingConfig.from_dict(run.config)
+    config = training.TrainingConfig.from_dict(training_defaults() | run.config)
     model_path = base_model_path()
     tokenizer = load_tokenizer(model_path)
     options = datasets.options_from_settings(max_seq_len=config.max_seq_len)
@@ -155,6 +155,11 @@ def _pipeline(run: TrainingRun, owner: str, keeper: LeaseKeeper) -> None:
         shutil.rmtree(result.adapter_path, ignore_errors=True)  # no version points at it
         raise
     shutil.rmtree(run_checkpoint_dir(run), ignore_errors=True)
+
+
+def training_defaults() -> dict[str, Any]:
+    """The settings' part of a run's config; what the run was started with overrides them."""
+    return {"dpo_steps": conf.dpo_steps(), "dpo_beta": conf.dpo_beta(), "dpo_sft_weight": conf.dpo_sft_weight()}
 
 
 def _snapshot_for(
@@ -218,13 +223,18 @@ def _train(
     config: TrainingConfig,
     name: str,
 ) -> TrainResult:
-    """Train an adapter on the snapshot's training split, storing progress after every step."""
-    from . import training
+    """Train an adapter on the snapshot's training split (its stored pairs for the preference
+    steps), storing progress after every step."""
+    from . import datasets, training
     from .base import load_model
 
     snapshot = run.snapshot
     assert snapshot is not None
-    train_rows = list(snapshot.examples.filter(split=Example.Split.TRAIN).values_list("prompt", "completion"))
+    train = snapshot.examples.filter(split=Example.Split.TRAIN)
+    train_rows = list(train.values_list("prompt", "completion"))
+    preferences = datasets.preference_triples(
+        train.exclude(rejected="").values_list("prompt", "completion", "reply", "rejected"), tokenizer
+    )
     if not snapshot.examples.filter(split=Example.Split.TRAIN).exclude(source=Example.Source.GENERAL).exists():
         raise training.TrainingDataEmpty("the snapshot holds no examples from conversations to learn from")
 
@@ -265,6 +275,7 @@ def _train(
         model=load_model(model_path),
         tokenizer=tokenizer,
         pairs=train_rows,
+        preferences=preferences,
         output_dir=conf.adapters_dir() / f"{name}-{uuid.uuid4().hex[:8]}",
         checkpoint_dir=run_checkpoint_dir(run),
         config=config,
