@@ -123,3 +123,12 @@ def test_a_few_preference_steps_on_the_real_model_raise_the_corrections_margin(
     )
     after = margin(PeftModel.from_pretrained(load_model(model_path), str(result.adapter_path)), tokenizer)
     assert after > before, (before, after)
+
+
+def test_a_runs_preference_steps_come_from_the_settings_unless_its_config_overrides_them(settings: Any) -> None:
+    from finetuning.pipeline import training_defaults
+
+    settings.FINETUNING_DPO_STEPS, settings.FINETUNING_DPO_BETA = 7, 0.25
+    assert TrainingConfig.from_dict(training_defaults()).dpo_steps == 7
+    assert TrainingConfig.from_dict(training_defaults() | {"dpo_steps": 0}).dpo_steps == 0
+    assert TrainingConfig.from_dict(training_defaults()).dpo_beta == 0.25
