@@ -8,6 +8,13 @@ python bench/train_bench.py retrain [--conversations 1000] [--max-steps 0]
     The wall time of a whole retrain (dataset build, training, evaluation) on synthetic
     conversations in a throwaway SQLite database. --max-steps caps training and the report
     projects the full run from the measured rate.
+
+python bench/train_bench.py knowledge [--epochs 4] [--paraphrases 6] [--dpo-steps 30] [--only NAMES]
+    What each part of the knowledge training adds, on the same data (the 40 corrected
+    conversations of tests/finetuning/shop.py and the base model's general replies), each
+    configuration trained from the same base with the same seed: SFT, + paraphrases, + retrieved
+    context (RAFT), + DPO. Each adapter alone (no retrieval) answers the 20 held-out paraphrases
+    and the unrelated prompts of finetuning/probes.py: recall, wrong facts, leaks, in one table.
 """
 
 from __future__ import annotations
@@ -198,6 +205,175 @@ def retrain(args: argparse.Namespace) -> None:
     print(json.dumps(report, indent=1, default=str))
 
 
+PERSONA = "You are the assistant of Bramble & Finch, a homeware shop. Answer briefly."
+KNOWLEDGE_CONFIGS = {
+    "SFT": {"paraphrases": 0, "raft": False, "dpo": False},
+    "+ paraphrases": {"paraphrases": True, "raft": False, "dpo": False},
+    "+ retrieved context": {"paraphrases": True, "raft": True, "dpo": False},
+    "+ DPO": {"paraphrases": True, "raft": True, "dpo": True},
+}
+
+
+def shop_conversations() -> None:
+    """The shop's 40 corrected conversations, each from a customer of its own, reviewed."""
+    from conversations.models import Conversation, Correction, Customer, Message
+    from tests.finetuning.shop import FACTS
+
+    for fact in FACTS:
+        for question in fact.asked:
+            conversation = Conversation.objects.create(customer=Customer.objects.create(), reviewed=True)
+            Message.objects.create(conversation=conversation, role="customer", text=question)
+            bot = Message.objects.create(conversation=conversation, role="bot", text=fact.wrong)
+            Correction.objects.create(message=bot, text=fact.correction)
+
+
+def knowledge_snapshot(args: argparse.Namespace, tokenizer: object, recipe: dict[str, object], load: object) -> object:
+    from finetuning import datasets
+
+    options = datasets.BuildOptions(
+        system_prompt=PERSONA,
+        max_seq_len=args.max_seq_len,
+        heldout_fraction=0.0,  # the held-out set is the paraphrases nothing trains on
+        general_examples=40,
+        paraphrases=args.paraphrases if recipe["paraphrases"] else 0,
+        raft_with_answer=args.raft_with_answer if recipe["raft"] else 0.0,
+        raft_distractors_only=args.raft_distractors_only if recipe["raft"] else 0.0,
+    )
+    general = datasets.general_replies(
+        model_path=args.model_path, tokenizer=tokenizer, system_prompt=PERSONA, count=40, load=load
+    )
+    rephrase = datasets.model_rephrase(
+        model_path=args.model_path, tokenizer=tokenizer, per_question=args.paraphrases, load=load
+    )
+    return datasets.snapshot_build(tokenizer=tokenizer, options=options, general_replies=general, rephrase=rephrase)
+
+
+def knowledge_scores(
+    replies: list[str], unrelated: list[str], base_unrelated: list[str], taught: set[str]
+) -> dict[str, int]:
+    """Recall and wrong facts on the shop's held-out paraphrases, leaks on the unrelated prompts."""
+    from finetuning import probes
+    from tests.finetuning.shop import FACTS, recalled
+
+    wrong = sum(
+        any(recalled(other, reply) for other in FACTS if other is not fact and not recalled(fact, other.correction))
+        for fact, reply in zip(FACTS, replies, strict=True)
+    )
+    leaks = sum(
+        bool(probes.leaked(reply, taught=taught, baseline=baseline, prompt=prompt))
+        for prompt, reply, baseline in zip(probes.UNRELATED, unrelated, base_unrelated, strict=True)
+    )
+    return {
+        "recall": sum(recalled(f, r) for f, r in zip(FACTS, replies, strict=True)),
+        "wrong": wrong,
+        "leaks": leaks,
+    }
+
+
+def knowledge(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="knowledge-train-bench-"))
+    _django(workdir / "bench.sqlite3")
+    _threads()
+    from django.core.management import call_command
+    from peft import PeftModel
+
+    from conversations.prompts import Turn
+    from finetuning import base, datasets, probes
+    from finetuning.models import Example
+    from finetuning.training import TrainingConfig, train
+    from tests.finetuning.shop import FACTS
+
+    call_command("migrate", verbosity=0)
+    shop_conversations()
+    args.model_path = base.base_model_path()
+    tokenizer = base.load_tokenizer(args.model_path)
+    renderer = datasets.Renderer(tokenizer, system_prompt=PERSONA, max_seq_len=args.max_seq_len)
+    questions = [fact.paraphrase for fact in FACTS]
+    asked = [renderer.prompt_for([Turn("customer", q)]) for q in [*questions, *probes.UNRELATED]]
+
+    def answers(model: object) -> tuple[list[str], list[str]]:
+        replies = base.generate_greedy(
+            model, tokenizer, asked, max_new_tokens=32, batch_size=20, repetition_penalty=1.1
+        )
+        return replies[: len(questions)], replies[len(questions) :]
+
+    bare = base.load_model(args.model_path)
+    base_facts, base_unrelated = answers(bare)
+    rows = []
+    only = set(args.only.split(",")) if args.only else set(KNOWLEDGE_CONFIGS)
+    for name, recipe in KNOWLEDGE_CONFIGS.items():
+        if name not in only:
+            continue
+        began = time.monotonic()
+        snapshot = knowledge_snapshot(args, tokenizer, recipe, lambda: bare)
+        built = time.monotonic() - began
+        train_set = snapshot.examples.filter(split=Example.Split.TRAIN)
+        trained_questions = {
+            datasets.neutralise(m["content"]).lower()
+            for c in train_set.values_list("chat", flat=True)
+            for m in c
+            if m["role"] == "user"
+        }
+        assert not any(q.lower() in trained_questions for q in questions), "a held-out paraphrase was trained on"
+        preferences = (
+            datasets.preference_triples(
+                train_set.exclude(rejected="").values_list("prompt", "completion", "reply", "rejected"), tokenizer
+            )
+            if recipe["dpo"]
+            else []
+        )
+        config = TrainingConfig(
+            epochs=args.epochs,
+            batch_size=8,
+            learning_rate=args.learning_rate,
+            max_seq_len=args.max_seq_len,
+            checkpoint_every=10_000,
+            dpo_steps=args.dpo_steps if recipe["dpo"] else 0,
+        )
+        result = train(
+            model=base.load_model(args.model_path),
+            tokenizer=tokenizer,
+            pairs=list(train_set.values_list("prompt", "completion")),
+            preferences=preferences,
+            output_dir=workdir / f"adapter-{len(rows)}",
+            checkpoint_dir=workdir / f"checkpoints-{len(rows)}",
+            config=config,
+        )
+        taught = probes.taught_terms(
+            list(snapshot.examples.exclude(source="general").values_list("reply", flat=True)),
+            list(snapshot.examples.filter(source="general").values_list("reply", flat=True)),
+        )
+        adapter = PeftModel.from_pretrained(base.load_model(args.model_path), str(result.adapter_path))
+        replies, unrelated = answers(adapter)
+        scores = knowledge_scores(replies, unrelated, base_unrelated, taught)
+        if not rows:
+            rows.append({"name": "base model", **knowledge_scores(base_facts, base_unrelated, base_unrelated, taught)})
+        rows.append(
+            {
+                "name": name,
+                **scores,
+                "examples": train_set.count(),
+                "phrasings": snapshot.counts["phrasings"].get("kept", 0),
+                "references": snapshot.counts["references"],
+                "steps": result.steps,
+                "train_s": round(result.seconds),
+                "build_s": round(built),
+                "final_loss": result.loss_history[-1][1],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+        for question, reply in zip(questions, replies, strict=True):
+            print(f"  {question} | {reply}", flush=True)
+    header = f"recall (of {len(questions)}) | wrong facts | leaks (of {len(probes.UNRELATED)})"
+    print(f"| configuration | {header} | train examples | steps | training s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(
+            f"| {row['name']} | {row['recall']} | {row['wrong']} | {row['leaks']} | {row.get('examples', '')} "
+            f"| {row.get('steps', '')} | {row.get('train_s', '')} |"
+        )
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_measure":
         print(json.dumps(measure(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
@@ -210,8 +386,17 @@ def main() -> None:
     retrain_parser = commands.add_parser("retrain")
     retrain_parser.add_argument("--conversations", type=int, default=1000)
     retrain_parser.add_argument("--max-steps", type=int, default=0)
+    knowledge_parser = commands.add_parser("knowledge")
+    knowledge_parser.add_argument("--epochs", type=int, default=4)
+    knowledge_parser.add_argument("--learning-rate", type=float, default=2e-3)
+    knowledge_parser.add_argument("--max-seq-len", type=int, default=256)
+    knowledge_parser.add_argument("--paraphrases", type=int, default=6)
+    knowledge_parser.add_argument("--raft-with-answer", type=float, default=0.3)
+    knowledge_parser.add_argument("--raft-distractors-only", type=float, default=0.2)
+    knowledge_parser.add_argument("--dpo-steps", type=int, default=30)
+    knowledge_parser.add_argument("--only", default="", help="configurations to run, comma-separated")
     args = parser.parse_args()
-    {"compare": compare, "retrain": retrain}[args.command](args)
+    {"compare": compare, "retrain": retrain, "knowledge": knowledge}[args.command](args)
 
 
 if __name__ == "__main__":

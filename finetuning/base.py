@@ -81,3 +81,50 @@ def generate_greedy(
             reply = cast(str, tokenizer.decode(row[:cut], skip_special_tokens=True))  # one sequence: one string
             replies.append(reply.strip())
     return replies
+
+
+def sample_lines(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    *,
+    per_prompt: int,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    seed: int = 0,
+    temperature: float = 0.8,
+) -> list[list[str]]:
+    """``per_prompt`` sampled continuations of each raw (untemplated) prompt, each up to its first
+    line break: the shape of a few-shot completion. Seeded, so one build draws the same lines."""
+    import torch
+
+    stop_ids = sorted({*tokenizer.encode("\n", add_special_tokens=False), tokenizer.eos_token_id})
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    found: list[list[str]] = []
+    model.eval()
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = [tokenizer.encode(p, add_special_tokens=False) for p in prompts[start : start + batch_size]]
+            width = max(len(ids) for ids in batch)
+            # (batch, width), left-padded; generate returns (batch * per_prompt, width + new).
+            input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for ids in batch])
+            attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+            with torch.no_grad():
+                output = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=True,
+                    temperature=temperature,
+                    top_p=0.95,
+                    num_return_sequences=per_prompt,
+                    eos_token_id=stop_ids,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            lines = [cast(str, tokenizer.decode(row, skip_special_tokens=True)) for row in output[:, width:].tolist()]
+            lines = [line.split("\n")[0].strip() for line in lines]
+            found += [lines[i : i + per_prompt] for i in range(0, len(lines), per_prompt)]
+    finally:
+        torch.random.set_rng_state(generator_state)  # training's own seed is left as it was
+    return found

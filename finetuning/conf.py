@@ -88,3 +88,42 @@ def probe_unrelated() -> int:
 def check_min_examples() -> int:
     """Fewest examples a check may rest on; below, it reads "not enough data" and does not pass."""
     return int(settings.FINETUNING_CHECK_MIN_EXAMPLES)
+
+
+def paraphrases() -> int:
+    """Phrasings the base model writes per corrected question in a dataset build (0: none)."""
+    return int(settings.FINETUNING_PARAPHRASES)
+
+
+def paraphrase_max_questions() -> int:
+    """Most corrected questions reworded per build (the newest), which bounds the build's time."""
+    return int(settings.FINETUNING_PARAPHRASE_MAX_QUESTIONS)
+
+
+def paraphrase_min_similarity() -> float:
+    """MiniLM cosine a training phrasing keeps with its question: below it, it asks something else."""
+    return float(settings.FINETUNING_PARAPHRASE_MIN_SIMILARITY)
+
+
+def raft_with_answer() -> float:
+    """Share of taught examples whose prompt holds their own entry among the nearest others."""
+    return float(settings.FINETUNING_RAFT_WITH_ANSWER)
+
+
+def raft_distractors_only() -> float:
+    """Share of examples whose prompt holds only other entries, the answer still the taught one."""
+    return float(settings.FINETUNING_RAFT_DISTRACTORS_ONLY)
+
+
+def dpo_steps() -> int:
+    """Preference steps after SFT on the stored pairs (0: SFT alone)."""
+    return int(settings.FINETUNING_DPO_STEPS)
+
+
+def dpo_beta() -> float:
+    return float(settings.FINETUNING_DPO_BETA)
+
+
+def dpo_sft_weight() -> float:
+    """Weight of the chosen reply's cross-entropy added to the DPO loss."""
+    return float(settings.FINETUNING_DPO_SFT_WEIGHT)

@@ -152,6 +152,7 @@ class Example(models.Model):
         BOT_GOOD = "bot_good"
         AGENT = "agent"
         CORRECTION = "correction"
+        PARAPHRASE = "paraphrase"  # a correction's question in the base model's words
         GENERAL = "general"
 
     class Split(models.TextChoices):
@@ -169,6 +170,10 @@ class Example(models.Model):
     conversation_id = models.CharField(max_length=64, blank=True, db_index=True)
     customer_id = models.CharField(max_length=64, blank=True)
     message_ids = models.JSONField(default=list)  # lineage: the context's messages and the reply's
+    # How the build made it beyond the conversation: "phrasings" (how many paraphrases a correction
+    # got), "phrasing_of" (a paraphrase's question), "references" (answer, distractors, or absent:
+    # the retrieved entries its system prompt carries) and "entries" (how many).
+    augmentation = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["id"]

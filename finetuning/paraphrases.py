@@ -94,3 +94,64 @@ def paraphrases(
         scores = [float(score) for score in vectors[start : start + width] @ vectors[i]]
         result.append(kept(question, rewordings, trained=trained, similarity=scores, minimum=minimum))
     return result
+
+
+# Training phrasings come from a few-shot completion rather than the probes' instructions: the
+# 135M model, told to reword in a system prompt, mostly answers instead (measured on the shop's
+# 40 questions: nearly every greedy draft was an answer), while it continues a list of reworded
+# questions faithfully. Other words than the probes' also keep the probes held out.
+FEW_SHOT = (
+    ("What time do you close today?", "Until when are you open today?"),
+    ("Can I get a refund for a broken mug?", "My mug arrived broken, can I have my money back?"),
+    ("Do you sell shoes?", "Is it possible to buy shoes from your store?"),
+    ("How do I reset my password?", "I forgot my password, how can I change it?"),
+)
+
+
+def few_shot_prompt(question: str) -> str:
+    """A raw completion prompt whose natural next line is ``question`` in other words."""
+    shots = "".join(f"Question: {asked}\nIn other words: {again}\n\n" for asked, again in FEW_SHOT)
+    return f"Customer questions, each asked again in other words.\n\n{shots}Question: {question}\nIn other words:"
+
+
+def training_drafts(
+    model: Any, tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], *, per_question: int, seed: int = 0
+) -> list[list[str]]:
+    """``per_question`` sampled rewordings of each question, unfiltered (see ``retrieval_kept``)."""
+    from .base import sample_lines
+
+    if not questions or per_question <= 0:
+        return [[] for _ in questions]
+    prompts = [few_shot_prompt(normalised_space(q)) for q in questions]
+    drafts = sample_lines(model, tokenizer, prompts, per_prompt=per_question, max_new_tokens=24, seed=seed)
+    return [[cleaned(text) for text in texts] for texts in drafts]
+
+
+def normalised_space(text: str) -> str:
+    """One line: a question typed over several lines would end the few-shot pattern early."""
+    return " ".join(text.split())
+
+
+def retrieval_kept(
+    questions: Sequence[str], answers: Sequence[str], drafts: Sequence[Sequence[str]], *, minimum: float
+) -> list[list[str]]:
+    """The drafts that still ask their own question: new words, a MiniLM cosine of at least
+    ``minimum`` with it, and, searched against every question of the build, a nearest question
+    with the same answer (its own, or another asking of the same fact). A rewording that lands
+    nearer another fact would teach that fact's question the wrong answer."""
+    if not questions:
+        return []
+    flat = [text for texts in drafts for text in texts]
+    vectors = embed([*questions, *flat]) if flat else embed(questions)  # (n + drafts, 384)
+    asked, reworded = vectors[: len(questions)], vectors[len(questions) :]
+    trained = {normalised(q) for q in questions}
+    same = [normalised(a) for a in answers]
+    result, offset = [], 0
+    for i, texts in enumerate(drafts):
+        scores = reworded[offset : offset + len(texts)] @ asked.T  # (drafts of i, n)
+        offset += len(texts)
+        maps_back = [same[int(row.argmax())] == same[i] for row in scores]
+        candidates = [t for t, ok in zip(texts, maps_back, strict=True) if ok]
+        similarity = [float(row[i]) for row, ok in zip(scores, maps_back, strict=True) if ok]
+        result.append(kept(questions[i], candidates, trained=trained, similarity=similarity, minimum=minimum))
+    return result

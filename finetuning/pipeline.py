@@ -13,7 +13,7 @@ import shutil
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -136,7 +136,7 @@ def _pipeline(run: TrainingRun, owner: str, keeper: LeaseKeeper) -> None:
         # It is never trained again, reset to candidate nor written into.
         services.run_finish(run=run, owner=owner, status=Status.SUCCEEDED, version=done)
         return
-    config = training.TrainingConfig.from_dict(run.config)
+    config = training.TrainingConfig.from_dict(training_defaults() | run.config)
     model_path = base_model_path()
     tokenizer = load_tokenizer(model_path)
     options = datasets.options_from_settings(max_seq_len=config.max_seq_len)
@@ -159,6 +159,11 @@ def _pipeline(run: TrainingRun, owner: str, keeper: LeaseKeeper) -> None:
     shutil.rmtree(run_checkpoint_dir(run), ignore_errors=True)
 
 
+def training_defaults() -> dict[str, Any]:
+    """The settings' part of a run's config; what the run was started with overrides them."""
+    return {"dpo_steps": conf.dpo_steps(), "dpo_beta": conf.dpo_beta(), "dpo_sft_weight": conf.dpo_sft_weight()}
+
+
 def _snapshot_for(
     run: TrainingRun,
     owner: str,
@@ -178,14 +183,36 @@ def _snapshot_build(
     *, model_path: str, tokenizer: PreTrainedTokenizerBase, options: BuildOptions, check: Callable[[], None]
 ) -> DatasetSnapshot:
     """The base model's general replies (``check`` once they are made: the slow part), then the
-    snapshot of conversations they are mixed into."""
+    snapshot of conversations they are mixed into, with the base model's rewordings of the
+    corrected questions. The model is loaded once, and only when a cache misses."""
     from . import datasets
+    from .base import load_model
+
+    loaded: list[Any] = []
+
+    def load() -> Any:
+        if not loaded:
+            loaded.append(load_model(model_path))
+        return loaded[0]
 
     general = datasets.general_replies(
-        model_path=model_path, tokenizer=tokenizer, system_prompt=options.system_prompt, count=options.general_examples
+        model_path=model_path,
+        tokenizer=tokenizer,
+        system_prompt=options.system_prompt,
+        count=options.general_examples,
+        load=load,
     )
     check()
-    return datasets.snapshot_build(tokenizer=tokenizer, options=options, general_replies=general)
+    rephrase = datasets.model_rephrase(
+        model_path=model_path, tokenizer=tokenizer, per_question=options.paraphrases, load=load, seed=options.seed
+    )
+
+    def checked(questions: Sequence[str]) -> list[list[str]]:
+        drafts = rephrase(questions)
+        check()
+        return drafts
+
+    return datasets.snapshot_build(tokenizer=tokenizer, options=options, general_replies=general, rephrase=checked)
 
 
 def _train(
@@ -198,13 +225,18 @@ def _train(
     config: TrainingConfig,
     name: str,
 ) -> TrainResult:
-    """Train an adapter on the snapshot's training split, storing progress after every step."""
-    from . import training
+    """Train an adapter on the snapshot's training split (its stored pairs for the preference
+    steps), storing progress after every step."""
+    from . import datasets, training
     from .base import load_model
 
     snapshot = run.snapshot
     assert snapshot is not None
-    train_rows = list(snapshot.examples.filter(split=Example.Split.TRAIN).values_list("prompt", "completion"))
+    train = snapshot.examples.filter(split=Example.Split.TRAIN)
+    train_rows = list(train.values_list("prompt", "completion"))
+    preferences = datasets.preference_triples(
+        train.exclude(rejected="").values_list("prompt", "completion", "reply", "rejected"), tokenizer
+    )
     if not snapshot.examples.filter(split=Example.Split.TRAIN).exclude(source=Example.Source.GENERAL).exists():
         raise training.TrainingDataEmpty("the snapshot holds no examples from conversations to learn from")
 
@@ -245,6 +277,7 @@ def _train(
         model=load_model(model_path),
         tokenizer=tokenizer,
         pairs=train_rows,
+        preferences=preferences,
         output_dir=conf.adapters_dir() / f"{name}-{uuid.uuid4().hex[:8]}",
         checkpoint_dir=run_checkpoint_dir(run),
         config=config,

@@ -1,6 +1,9 @@
 """LoRA supervised fine-tuning in plain torch and peft: no Django here, so it runs anywhere.
 
 The loss counts only the reply's tokens: the context is there to condition on, not to imitate.
+After the SFT steps, optional preference steps (DPO) on the stored pairs: the agent's correction
+is preferred to the bot's reply it replaced, against the base model (the adapter switched off) as
+the reference, with the correction's cross-entropy added so the content is still taught.
 Training state (adapter weights, optimizer, step, loss history) is checkpointed every N steps by
 writing a new folder and renaming it into place, so a kill -9 at any moment leaves either the old
 checkpoint or the new one, never half of one; a rerun with the same checkpoint folder resumes.
@@ -52,6 +55,10 @@ class TrainingConfig:
     checkpoint_every: int = 20
     seed: int = 0
     threads: int = 0  # 0: torch's default
+    dpo_steps: int = 0  # preference steps after SFT; 0: SFT alone
+    dpo_beta: float = 0.1  # how far from the reference the preference may pull
+    dpo_sft_weight: float = 1.0  # the chosen reply's cross-entropy, added to the DPO loss
+    dpo_batch_size: int = 4  # pairs per preference step (twice as many rows)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainingConfig:
@@ -154,6 +161,55 @@ def reply_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.
     return torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), targets[:, keep], ignore_index=IGNORE)
 
 
+def sequence_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's summed log-probability of its reply tokens, and how many there are: (batch,) each."""
+    targets = batch["labels"][:, 1:]  # (batch, width-1)
+    keep = (targets != IGNORE).any(dim=0).nonzero().squeeze(-1)  # (kept,)
+    logits = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep
+    ).logits  # (batch, kept, vocab)
+    kept = targets[:, keep]  # (batch, kept)
+    mask = kept != IGNORE
+    logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, kept.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (logprobs * mask).sum(-1), mask.sum(-1)
+
+
+def preference_loss(
+    model: PeftModel,
+    chosen: Sequence[TokenizedExample],
+    rejected: Sequence[TokenizedExample],
+    *,
+    pad_id: int,
+    beta: float,
+    sft_weight: float,
+) -> torch.Tensor:
+    """DPO (Rafailov et al., 2023) with the chosen replies' cross-entropy added: the pair's margin
+    of the adapter's log-ratio over the base model's, pushed up through a log-sigmoid."""
+    both = collate([*chosen, *rejected], pad_id)  # (2 * pairs, width): one forward for both sides
+    policy, counts = sequence_logprobs(model, both)
+    with torch.no_grad(), model.disable_adapter():  # the reference: the same weights, no adapter
+        reference, _ = sequence_logprobs(model, both)
+    pairs = len(chosen)
+    ratio = policy - reference  # (2 * pairs,)
+    margin = beta * (ratio[:pairs] - ratio[pairs:])  # (pairs,)
+    nll = -policy[:pairs].sum() / counts[:pairs].sum().clamp(min=1)
+    return -torch.nn.functional.logsigmoid(margin).mean() + sft_weight * nll
+
+
+def preference_schedule(count: int, config: TrainingConfig) -> list[list[int]]:
+    """``dpo_steps`` batches of pair indices, going round a seeded shuffle as often as needed."""
+    if count == 0 or config.dpo_steps <= 0:
+        return []
+    rng = random.Random(config.seed + 1)
+    order: list[int] = []
+    while len(order) < config.dpo_steps * config.dpo_batch_size:
+        round_ = list(range(count))
+        rng.shuffle(round_)
+        order += round_
+    size = min(config.dpo_batch_size, count)
+    return [order[i * size : (i + 1) * size] for i in range(config.dpo_steps)]
+
+
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up, then cosine decay to a tenth of the peak."""
     if step < warmup:
@@ -235,6 +291,7 @@ def train(
     tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[tuple[str, str]],
     output_dir: Path,
+    preferences: Sequence[tuple[str, str, str]] = (),
     checkpoint_dir: Path,
     config: TrainingConfig,
     on_progress: Callable[[Progress], None] | None = None,
@@ -244,6 +301,7 @@ def train(
     """Train a LoRA adapter on ``pairs`` and write it to ``output_dir``; resumes from ``checkpoint_dir``.
 
     ``model`` is a freshly loaded base model (float32); it becomes the peft model in place.
+    ``preferences``: (prompt, chosen completion, rejected completion) for the DPO steps after SFT.
     """
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -252,7 +310,10 @@ def train(
     if not examples:
         raise TrainingDataEmpty("no training examples")
     steps = schedule([len(e.input_ids) for e in examples], config)
-    total = len(steps)
+    chosen = tokenize([(p, c) for p, c, _ in preferences], tokenizer, config.max_seq_len)
+    rejected = tokenize([(p, r) for p, _, r in preferences], tokenizer, config.max_seq_len)
+    preference_steps = preference_schedule(len(chosen), config)
+    total = len(steps) + len(preference_steps)
     lora = lora_model(model, config)  # the base model, wrapped in place: only the adapter trains
     lora.train()
     optimizer = torch.optim.AdamW(
@@ -277,8 +338,20 @@ def train(
         cancel_check()
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * lr_factor(step, total, config.warmup_steps)
-        batch = collate([examples[i] for i in steps[step]], tokenizer.pad_token_id)
-        loss = reply_loss(lora, batch)
+        if step < len(steps):
+            batch = collate([examples[i] for i in steps[step]], tokenizer.pad_token_id)
+            loss = reply_loss(lora, batch)
+        else:
+            indices = preference_steps[step - len(steps)]
+            batch = collate([chosen[i] for i in indices], tokenizer.pad_token_id)  # for the token count
+            loss = preference_loss(
+                lora,
+                [chosen[i] for i in indices],
+                [rejected[i] for i in indices],
+                pad_id=tokenizer.pad_token_id,
+                beta=config.dpo_beta,
+                sft_weight=config.dpo_sft_weight,
+            )
         cancel_check()  # the forward pass is most of a step on a CPU: look again before backward
         loss.backward()
         torch.nn.utils.clip_grad_norm_(lora.parameters(), config.max_grad_norm)
