@@ -21,8 +21,8 @@ from django.conf import settings
 from conversations.prompts import Reference, Turn, system_prompt_with
 
 from .base import generate_greedy
-from .datasets import Renderer
 from .probes import FactProbe, leaked, recalled, wrong_terms
+from .rendering import Renderer
 from .similarity import similarities, token_f1
 from .training import collate, tokenize
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from conversations.prompts import Turn
 
 from .base import generate_greedy
-from .datasets import Renderer
+from .rendering import Renderer
 from .similarity import embed, words
 
 if TYPE_CHECKING:
