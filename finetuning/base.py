@@ -45,6 +45,18 @@ def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+def left_padded(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> tuple[Any, Any]:
+    """(batch, width) token ids and attention mask of raw prompts, left-padded so every prompt's
+    last token sits at the same position, where generation starts."""
+    import torch
+
+    batch = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for ids in batch])
+    attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+    return input_ids, attention
+
+
 def generate_greedy(
     model: Any,  # the base model or a peft wrapper: transformers' types declare generate() on neither
     tokenizer: PreTrainedTokenizerBase,
@@ -61,11 +73,8 @@ def generate_greedy(
     stop_ids = end_of_turn_ids(tokenizer)
     model.eval()
     for start in range(0, len(prompts), batch_size):
-        batch = [tokenizer.encode(p, add_special_tokens=False) for p in prompts[start : start + batch_size]]
-        width = max(len(ids) for ids in batch)
-        # (batch, width): left padding keeps every prompt's last token at the same position.
-        input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for ids in batch])
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+        input_ids, attention = left_padded(tokenizer, prompts[start : start + batch_size])
+        width = input_ids.shape[1]
         with torch.no_grad():
             output = model.generate(
                 input_ids=input_ids,
@@ -105,11 +114,9 @@ def sample_lines(
     model.eval()
     try:
         for start in range(0, len(prompts), batch_size):
-            batch = [tokenizer.encode(p, add_special_tokens=False) for p in prompts[start : start + batch_size]]
-            width = max(len(ids) for ids in batch)
-            # (batch, width), left-padded; generate returns (batch * per_prompt, width + new).
-            input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for ids in batch])
-            attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+            # generate returns (batch * per_prompt, width + new).
+            input_ids, attention = left_padded(tokenizer, prompts[start : start + batch_size])
+            width = input_ids.shape[1]
             with torch.no_grad():
                 output = model.generate(
                     input_ids=input_ids,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from django.conf import settings
 
-from conversations.prompts import Reference, Turn, system_prompt_with
+from conversations.prompts import Reference, Turn, control_strings, neutralise, system_prompt_with
 
 from .base import generate_greedy
 from .probes import FactProbe, leaked, recalled, wrong_terms
@@ -124,12 +124,13 @@ def evaluate(
         "unrelated": [renderer.prompt_for([Turn("customer", q)]) for q in unrelated],
     }
     leads: dict[str, list[str]] = {}
+    grounded_count: dict[str, int] = {}
     if ground is not None:
         for kind, questions in (("probes", [p.question for p in probes]), ("unrelated", list(unrelated))):
             grounded = [_grounded_prompt(tokenizer, q, ground, system_prompt, max_seq_len) for q in questions]
             asked[f"grounded_{kind}"] = [prompt for prompt, _, _ in grounded]
             leads[kind] = [lead for _, lead, _ in grounded]
-            leads[f"{kind}_grounded"] = [str(bool(refs)) for _, _, refs in grounded]
+            grounded_count[kind] = sum(1 for _, _, refs in grounded if refs)
     result: dict[str, Any] = {
         "heldout_examples": len(heldout),
         "replayed": len(replays),
@@ -150,7 +151,7 @@ def evaluate(
     result |= _probe_report(probes, answers["probes"], taught)
     result |= _leak_report(unrelated, answers["unrelated"], taught)
     if ground is not None:
-        result["grounded"] = _grounded_report(probes, unrelated, answers, leads, taught)
+        result["grounded"] = _grounded_report(probes, unrelated, answers, leads, grounded_count, taught)
     result["checks"], result["not_enough_data"] = verdict(result, min_examples=min_examples)
     counts = CHECK_EXAMPLES | (GROUNDED_CHECK_EXAMPLES if ground is not None else {})
     result["check_examples"] = {check: _count(result, count) for check, count in counts.items()}
@@ -162,8 +163,6 @@ def _grounded_prompt(
 ) -> tuple[str, str, list[Reference]]:
     """A new customer's question as the worker prompts it with knowledge: the references after the
     system prompt, and the leading answer already begun (the model goes on from it)."""
-    from conversations.prompts import control_strings, neutralise
-
     references, lead = ground(question)
     renderer = Renderer(tokenizer, system_prompt=system_prompt_with(system_prompt, references), max_seq_len=max_seq_len)
     prompt = renderer.prompt_for([Turn("customer", question)])
@@ -175,6 +174,7 @@ def _grounded_report(
     unrelated: Sequence[str],
     answers: dict[str, dict[str, list[str]]],
     leads: dict[str, list[str]],
+    grounded_count: dict[str, int],
     taught: set[str],
 ) -> dict[str, Any]:
     """The probes and unrelated prompts answered with knowledge, each answer its lead and what
@@ -200,7 +200,7 @@ def _grounded_report(
         "recall": report["recall"],
         "wrong_facts": report["wrong_facts"],
         "probes": report["probes"],
-        "grounded": {kind: leads[f"{kind}_grounded"].count("True") for kind in ("probes", "unrelated")},
+        "grounded": grounded_count,
         "led": {kind: sum(1 for lead in leads[kind] if lead) for kind in ("probes", "unrelated")},
         "unrelated_prompts": len(unrelated),
         "unrelated_leaks": {name: own[name]["unrelated_leaks"] for name in (CANDIDATE, ACTIVE)},

@@ -14,24 +14,16 @@ from finetuning import evaluation, probes
 from finetuning.evaluation import GROUNDED_CHECK_EXAMPLES, verdict
 
 from .shop import FACTS
+from .test_evaluation import report as ungrounded_report
 
 PERSONA = "You are the assistant of Bramble & Finch, a homeware shop. Answer briefly."
 TAUGHT = probes.taught_terms([f.correction for f in FACTS[:4]], ["Hello! How can I help?"])
 
 
 def report(n: int, grounded: dict[str, Any] | None = None) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "heldout_loss": {"candidate": 1.0, "active": 2.0},
-        "replay_f1": {"candidate": 0.6, "active": 0.1},
-        "replay_similarity": {"candidate": 0.8, "active": 0.3},
-        "recall": {"candidate": 9, "active": 0},
-        "wrong_facts": {"candidate": 0, "active": 0},
-        "unrelated_leaks": 0,
-        "heldout_examples": n,
-        "replayed": n,
-        "fact_probes": n,
-        "unrelated_prompts": n,
-    }
+    """An evaluation whose every check rests on ``n`` examples and passes; with ``grounded``, its
+    grounded section too, but for those figures."""
+    result = ungrounded_report(n)
     if grounded is not None:
         result["grounded"] = {
             "recall": {"candidate": 9, "active": 9},
