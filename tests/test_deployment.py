@@ -194,3 +194,36 @@ def test_docker_compose_refuses_to_run_without_a_secret_key() -> None:
     result = compose("config", "--quiet")
     assert result.returncode != 0
     assert "set SECRET_KEY" in result.stderr
+
+
+def test_the_vllm_profile_serves_generation_from_vllm_on_the_gpu_with_the_shared_adapters() -> None:
+    services = COMPOSE["services"]
+    server, worker = services["vllm"], services["inference-vllm"]
+    assert server["profiles"] == ["vllm"] and worker["profiles"] == ["vllm"]
+    assert server["image"].startswith("vllm/vllm-openai:")
+    assert "--enable-lora" in server["command"]
+    assert server["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    devices = server["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    # An adapter's path is the same file for the worker that names it and the server that loads it.
+    assert worker["volumes"] == ["model-data:/data"] and server["volumes"] == ["model-data:/data:ro"]
+    assert worker["environment"]["ADAPTERS_DIR"].startswith("/data/")
+    assert worker["environment"]["INFERENCE_BACKEND"] == "vllm"
+    assert worker["environment"]["VLLM_URL"] == "${VLLM_URL:-http://vllm:8000}"
+    assert worker["depends_on"]["vllm"] == {"condition": "service_healthy"}
+    assert "/health" in " ".join(server["healthcheck"]["test"])
+    assert server["restart"] == worker["restart"] == "unless-stopped"
+
+
+@needs_compose
+def test_docker_compose_config_resolves_the_vllm_profile() -> None:
+    result = compose("--profile", "vllm", "config", SECRET_KEY="from-the-environment")
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    assert {"vllm", "inference-vllm", "inference"} <= set(resolved)
+    assert resolved["inference-vllm"]["environment"]["VLLM_URL"] == "http://vllm:8000"
+    assert "--model=/data/models/SmolLM2-135M-Instruct" in resolved["vllm"]["command"]
+    # Started only with the profile (compose v1 lists them with it, v2 leaves them out).
+    plain = yaml.safe_load(compose("config", SECRET_KEY="x").stdout)["services"]
+    for name in ("vllm", "inference-vllm"):
+        assert plain.get(name, {"profiles": ["vllm"]})["profiles"] == ["vllm"]
