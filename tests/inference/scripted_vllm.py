@@ -156,8 +156,8 @@ class ScriptedVllm:
         if name in self.adapters:
             await self._json(writer, 400, {"error": {"message": f"The lora adapter '{name}' has already been loaded."}})
         elif not (Path(path) / "adapter_config.json").is_file():
-            message = f"Loading lora {name} failed: No adapter found for {path}"
-            await self._json(writer, 400, {"error": {"message": message, "type": "BadRequestError", "code": 400}})
+            message = f"Loading lora {name} failed: No adapter found for <path>"  # as vLLM 0.32 says it
+            await self._json(writer, 404, {"error": {"message": message, "type": "NotFoundError", "code": 404}})
         else:
             self.adapters[name] = path
             await self._json(writer, 200, f"Success: LoRA adapter '{name}' added successfully.")
