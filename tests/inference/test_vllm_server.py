@@ -74,6 +74,7 @@ def test_a_greedy_reply_streams_from_vllm_in_batches(
 def test_stop_closes_the_stream_and_vllm_stops_generating_within_a_few_steps(
     vllm_server: Any, running: Running, chat_prompt: tuple[int, ...]
 ) -> None:
+    before = generated_total(vllm_server.url)
     running.engine.submit(long_request("1", chat_prompt))
     deadline = time.monotonic() + 120
     while len(running.text("1")) < 20 and time.monotonic() < deadline:
@@ -86,6 +87,11 @@ def test_stop_closes_the_stream_and_vllm_stops_generating_within_a_few_steps(
     after = generated_total(vllm_server.url)
     time.sleep(1.0)
     assert generated_total(vllm_server.url) == after, "vLLM went on generating after Stop"
+    # The tokens vLLM generated that the reply never got: those of the last tick, plus the steps
+    # between the stream closing and vLLM noticing.
+    unseen = after - before - done.token_count
+    print(f"vllm_tokens_after_stop={unseen:.0f} of {after - before:.0f}")
+    assert unseen <= 8, f"vLLM generated {unseen:.0f} tokens after Stop"
 
 
 def test_a_timeout_ends_the_reply_and_vllm_stops_it(
