@@ -279,3 +279,13 @@ def test_the_backend_setting_picks_the_engine(server: ScriptedVllm, settings: An
     settings.INFERENCE_BACKEND = "tgi"
     with pytest.raises(ValueError, match="builtin, vllm"):
         engine_from_settings()
+
+
+def test_the_worker_command_names_its_server_and_stops_clearly_when_it_does_not_answer() -> None:
+    from django.core.management import CommandError, call_command
+
+    from tests.e2e.live import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(CommandError, match=f"vLLM at {url} does not answer"):
+        call_command("inference_worker", "--vllm-url", url)
