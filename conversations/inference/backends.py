@@ -40,7 +40,7 @@ def vllm_engine(url: str | None = None) -> Engine:
     from .model_store import resolve_base_model
     from .vllm import VllmEngine
 
-    return VllmEngine(
+    engine = VllmEngine(
         url or settings.VLLM_URL,
         model=settings.VLLM_MODEL,
         tokenizer_path=resolve_base_model(settings.BASE_MODEL, settings.MODEL_CACHE_DIR),
@@ -48,6 +48,8 @@ def vllm_engine(url: str | None = None) -> Engine:
         server_adapters_dir=settings.VLLM_ADAPTERS_DIR,
         max_running=settings.INFERENCE_MAX_QUEUE,
     )
+    engine.tokenizer  # noqa: B018 - loaded now: a worker that cannot build prompts should not start
+    return engine
 
 
 BACKENDS = ("builtin", "vllm")
