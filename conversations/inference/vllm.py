@@ -304,6 +304,9 @@ class VllmEngine:
             log.warning("vLLM stream for reply %s broke: %s", request_id, error)
             message = f"the vLLM server at {self.url} failed mid-reply: {error or type(error).__name__}"
             self._push(TokenChunk(request_id, "", stream.produced, "error", message))
+        except Exception as error:  # a bug here must still finish the reply, or it would wait for ever
+            log.exception("the vLLM stream for reply %s failed", request_id)
+            self._push(TokenChunk(request_id, "", stream.produced, "error", f"the vLLM client failed: {error!r}"))
 
     async def _generate(self, stream: _Stream, *, retried: bool = False) -> None:
         request = stream.request

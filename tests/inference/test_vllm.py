@@ -289,3 +289,15 @@ def test_the_worker_command_names_its_server_and_stops_clearly_when_it_does_not_
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(CommandError, match=f"vLLM at {url} does not answer"):
         call_command("inference_worker", "--vllm-url", url)
+
+
+def test_an_event_it_cannot_read_fails_that_reply_instead_of_leaving_it_open(
+    server: ScriptedVllm, running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: VllmEngine, stream: Any, event: dict[str, Any]) -> bool:
+        raise KeyError("choices")
+
+    monkeypatch.setattr(VllmEngine, "_take_event", broken)
+    running.engine.submit(request("1"))
+    done = running.wait_finished("1")
+    assert done.finish_reason == "error" and "KeyError" in (done.error or "")
