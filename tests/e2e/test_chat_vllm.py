@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from django.conf import settings
 
 from conversations.events import REPLY_FAILED_TEXT
 from conversations.models import Message
@@ -29,7 +30,10 @@ MODEL = "SmolLM2-135M-Instruct"
 
 @pytest.fixture(scope="module")
 def system(vllm_server: Any, django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveSystem]:
-    live = LiveSystem(env={"INFERENCE_BACKEND": "vllm", "VLLM_URL": vllm_server.url, "E2E_MAX_NEW_TOKENS": "64"})
+    # A prefix of its own: the session's built-in live system (tests/conftest.py) may be up too,
+    # and its worker must not answer these replies.
+    env = {"INFERENCE_BACKEND": "vllm", "VLLM_URL": vllm_server.url, "GENERATION_MAX_NEW_TOKENS": "64"}
+    live = LiveSystem(prefix=f"{settings.REDIS_KEY_PREFIX}:vllm", env=env)
     yield live
     live.stop()
 
