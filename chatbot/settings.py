@@ -218,6 +218,13 @@ REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "chatbot")
 BASE_MODEL = env_str("BASE_MODEL", "")  # empty: the packaged SmolLM2-135M-Instruct, converted once
 MODEL_CACHE_DIR = Path(env_str("MODEL_CACHE_DIR", str(BASE_DIR / ".cache" / "models")))
 ADAPTERS_DIR = Path(env_str("ADAPTERS_DIR", str(BASE_DIR / "var" / "adapters")))
+# What generates: the built-in engine in the worker's process, or a vLLM server (docs/vllm.md).
+INFERENCE_BACKEND = env_str("INFERENCE_BACKEND", "builtin")  # builtin | vllm
+VLLM_URL = env_str("VLLM_URL", "http://127.0.0.1:8100")  # this worker's server; one per worker process
+VLLM_MODEL = env_str("VLLM_MODEL", "")  # empty: the server's only model, as /v1/models lists it
+# ADAPTERS_DIR as the vLLM server sees it, where it runs elsewhere (a container mounting the
+# folder); empty: the same path.
+VLLM_ADAPTERS_DIR = env_str("VLLM_ADAPTERS_DIR", "")
 INFERENCE_DEVICE = env_str("INFERENCE_DEVICE", "auto")  # auto | cpu | cuda
 INFERENCE_DTYPE = env_str("INFERENCE_DTYPE", "auto")  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0)  # 0: torch's default

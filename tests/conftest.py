@@ -184,3 +184,30 @@ def browser() -> Iterator[Any]:
     from tests.e2e.browser import launch
 
     yield from launch()
+
+
+@pytest.fixture(scope="session")
+def vllm_server() -> Iterator[Any]:
+    """One real vLLM server for the session (tests/e2e/vllm.py): its venv is built first if its
+    stamp is stale. Skipped, saying why, only where the venv cannot be built (no PyPI, no torch
+    wheel); ``REQUIRE_VLLM=1`` (CI) makes that a failure instead."""
+    from chatbot import vllm_server as setup
+    from tests.e2e.vllm import start_vllm
+
+    try:
+        setup.setup()
+    except Exception as error:  # noqa: BLE001 - any reason the install failed is the skip's reason
+        if os.environ.get("REQUIRE_VLLM") == "1":
+            raise
+        pytest.skip(f"the vLLM venv ({setup.VENV}) cannot be built here: {error}")
+    server = start_vllm()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def trained_adapter(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A peft adapter trained for real in two steps (tests/e2e/vllm.py), shared by the session."""
+    from tests.e2e.vllm import train_tiny_adapter
+
+    return train_tiny_adapter(tmp_path_factory.mktemp("trained") / "adapter")

@@ -207,6 +207,29 @@ class InferenceWorker:
         await self._claim_orphans()
         if ticks % RECOVER_SWEEP_EVERY == 0:
             await self._requeue_lost()
+        await self._unload_retired()
+
+    async def _unload_retired(self) -> None:
+        """Unload the adapters of versions that no longer serve (a promote or a rollback retired
+        them) once no reply of this worker still runs on them: a vLLM server holds only a few
+        LoRA slots (``--max-loras``), and the built-in engine frees the memory. A reply that still
+        asks for one later (queued before the promote) loads it again."""
+        if not self.adapters:
+            return
+        from finetuning.selectors import version_active
+
+        active = await database_sync_to_async(version_active)()
+        keep = {active.name} if active is not None else set()
+        keep |= {p.request.adapter for p in self.waiting if p.request.adapter}
+        keep |= {r.adapter for r in self.replies.values() if r.adapter}
+        for name in sorted(self.adapters - keep - set(self.loading)):
+            try:
+                await asyncio.to_thread(self.engine.unload_adapter, name)
+            except Exception as error:  # tried again next tick; serving goes on meanwhile
+                log.warning("could not unload retired adapter %s: %s", name, error)
+                continue
+            self.adapters.discard(name)
+            log.info("unloaded adapter %s: its version no longer serves", name)
 
     async def _claim_orphans(self) -> None:
         """Entries delivered to a consumer whose heartbeat has expired (killed, or gone for good under

@@ -51,6 +51,7 @@ class Reply:
     silenced: bool = False  # its conversation left the bot: nothing more is published
     stored: bool = False  # the final save is done: only its done frame and the ack may be left
     done: dict[str, Any] | None = None  # the done frame, kept until it is published
+    adapter: str | None = None  # the version's adapter it is generated with: not unloaded meanwhile
 
 
 @dataclass
@@ -114,6 +115,7 @@ def prepare(*, message_id: int, entry_id: str, engine: Engine, consumer: str) ->
         model_name,
         lead,
         first_token_at=timezone.now() if lead else None,
+        adapter=adapter,
     )
     return Prepared(reply, request, version.adapter_path if adapter and version else "")
 

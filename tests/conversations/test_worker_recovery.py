@@ -159,3 +159,42 @@ async def test_a_reply_queued_for_a_version_since_marked_unservable_fails_at_onc
     assert "v-good" in (await stored(done["message_id"])).error
     assert engine.adapters == {} and engine.submitted == []
     await socket.disconnect()
+
+
+def a_promote(retired: Any, name: str, folder: Path) -> Any:
+    """``retired`` stops serving and a new version does, as a promote leaves them."""
+    retired.status = "retired"
+    retired.save(update_fields=["status"])
+    return an_active_version(name, folder, servable=True)
+
+
+async def test_a_retired_versions_adapter_is_unloaded_once_no_reply_runs_on_it(
+    customer: Any, second_customer: Any, start_worker: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from conversations.worker import loops
+
+    monkeypatch.setattr(loops, "RECOVER_TICK_S", 0.2)
+    one = await database_sync_to_async(an_active_version)("v-one", tmp_path / "one", servable=True)
+    engine = FakeEngine(default_reply=LONG_REPLY, step_delay_s=0.03)
+    start_worker(engine)
+    socket = await open_chat(customer)
+    await socket.send_json_to({"type": "message", "text": "hi"})
+    await receive_until(socket, "delta")
+    await database_sync_to_async(a_promote)(one, "v-two", tmp_path / "two")
+    await asyncio.sleep(0.6)  # recover ticks go by while the reply still runs on v-one
+    assert "v-one" in engine.adapters, "an adapter was unloaded under a reply still using it"
+    done = (await receive_until(socket, "done", timeout=15))[-1]
+    assert done["status"] == "complete" and done["text"] == LONG_REPLY
+    for _ in range(50):
+        if "v-one" not in engine.adapters:
+            break
+        await asyncio.sleep(0.1)
+    assert engine.adapters == {}, "the retired version's adapter stayed loaded"
+    other = await open_chat(second_customer)
+    await other.send_json_to({"type": "message", "text": "hello"})
+    answered = (await receive_until(other, "done", timeout=15))[-1]
+    assert answered["status"] == "complete" and set(engine.adapters) == {"v-two"}
+    await asyncio.sleep(0.6)
+    assert set(engine.adapters) == {"v-two"}, "the version in service was unloaded"
+    await socket.disconnect()
+    await other.disconnect()

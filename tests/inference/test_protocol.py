@@ -1,4 +1,4 @@
-"""The built-in engine and the fake satisfy the Engine protocol, as mypy --strict reads them.
+"""The built-in engine, the fake and the vLLM client satisfy the Engine protocol, as mypy --strict reads them.
 
 A protocol is structural, so nothing at runtime says a backend still fits the seam the worker is
 written to: mypy does, over a small file that hands each backend to a function taking an
@@ -22,14 +22,16 @@ from pathlib import Path
 from conversations.inference.engine import Engine as BuiltinEngine
 from conversations.inference.fake import FakeEngine, WordTokenizer
 from conversations.inference.types import Emit, Engine, GenerationRequest
+from conversations.inference.vllm import VllmEngine
 
 
 def serve(engine: Engine) -> None: ...
 
 
-def both(builtin: BuiltinEngine, fake: FakeEngine) -> None:
+def every(builtin: BuiltinEngine, fake: FakeEngine, vllm: VllmEngine) -> None:
     serve(builtin)
     serve(fake)
+    serve(vllm)
 
 
 class NoContext:
@@ -70,7 +72,7 @@ def errors(report: list[str]) -> list[str]:
     return [line for line in report if ": error:" in line]
 
 
-def test_the_builtin_engine_and_the_fake_satisfy_the_protocol(mypy_report: list[str]) -> None:
+def test_the_builtin_engine_the_fake_and_the_vllm_client_satisfy_the_protocol(mypy_report: list[str]) -> None:
     assert [e for e in errors(mypy_report) if REFUSED not in e] == []
 
 

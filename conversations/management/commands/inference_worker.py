@@ -1,4 +1,5 @@
-"""python manage.py inference_worker: load the model once and answer every conversation."""
+"""python manage.py inference_worker: load the model once (or reach its vLLM server) and answer every
+conversation. ``INFERENCE_BACKEND`` picks the engine; ``--vllm-url`` names this worker's server."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from conversations.inference.backends import fake_engine, real_engine
+from conversations.inference.backends import engine_from_settings
+from conversations.inference.vllm import VllmError
 from conversations.worker import ConsumerNameTaken, InferenceWorker
 
 log = logging.getLogger(__name__)
@@ -25,9 +27,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--consumer", default="", help="Stream consumer name, unique per worker (default: worker-HOSTNAME-PID)."
         )
+        parser.add_argument(
+            "--vllm-url",
+            default="",
+            help="Generate on the vLLM server at this URL (implies INFERENCE_BACKEND=vllm; default: VLLM_URL).",
+        )
 
-    def handle(self, *args: Any, fake: bool = False, consumer: str = "", **options: Any) -> None:
-        engine = fake_engine() if fake else real_engine()
+    def handle(self, *args: Any, fake: bool = False, consumer: str = "", vllm_url: str = "", **options: Any) -> None:
+        try:
+            engine = engine_from_settings(fake=fake, vllm_url=vllm_url)
+        except (ValueError, VllmError) as error:  # a wrong backend, a vLLM server that refuses
+            raise CommandError(str(error)) from None
         worker = InferenceWorker(engine, flush_ms=settings.CHAT_STREAM_FLUSH_MS)
         if consumer:
             worker.consumer = consumer
