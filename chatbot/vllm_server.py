@@ -5,7 +5,7 @@ vLLM lives apart from the project's environment, as it would on its own server: 
 project's. This module is stdlib only, so ``make vllm`` and the test fixture can run it before
 (or without) Django.
 
-    python -m chatbot.vllm_server setup            # build .cache/vllm-venv (cached by its stamp)
+    python -m chatbot.vllm_server setup            # build the vLLM venv (cached by its stamp)
     python -m chatbot.vllm_server serve --port 8100 # setup, then run the OpenAI-compatible API
 
 What we found installing it (docs/vllm.md): the ``torchvision``, ``torchaudio`` and ``torchcodec``
@@ -29,7 +29,12 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VENV = ROOT / ".cache" / "vllm-venv"
+# Outside the checkout, so a fresh clone on the same machine (CI's) reuses it; the stamp below
+# says whether what is there is what this checkout wants. VLLM_VENV moves it.
+VENV = Path(
+    os.environ.get("VLLM_VENV")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "support-chatbot" / "vllm-venv"
+)
 STAMP_NAME = ".vllm-stamp"
 WHEELS = Path("/opt/wheels")
 # What the venv holds: a change here (or in this file's install steps, via STAMP_VERSION) makes
@@ -160,7 +165,7 @@ def start(port: int, *, model: Path = DEFAULT_MODEL, log: Path | None = None) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("setup", help="build .cache/vllm-venv unless its stamp matches")
+    sub.add_parser("setup", help="build the vLLM venv unless its stamp matches")
     serve = sub.add_parser("serve", help="setup, then run the server in the foreground")
     serve.add_argument("--port", type=int, default=8100)
     serve.add_argument("--host", default="127.0.0.1")
