@@ -34,6 +34,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreT
 
 from .adapters import AdapterLoadError, AdapterSet
 from .detokenize import IncrementalDecoder, StopMatcher
+from .device import pick_device, pick_dtype
 from .kv_cache import SlotCache
 from .metrics import EngineMetrics
 from .model_store import resolve_base_model
@@ -43,7 +44,7 @@ from .types import FinishReason, GenerationRequest, QueueFull, TokenChunk
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdapterLoadError", "Engine", "load_engine"]
+__all__ = ["AdapterLoadError", "Engine", "load_engine", "pick_device", "pick_dtype"]
 
 
 @dataclass(eq=False)
@@ -567,25 +568,6 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> froz
         elif isinstance(source, (list, tuple)):
             ids.update(int(i) for i in source)
     return frozenset(ids)
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-    }[dtype]
 
 
 def default_cache_dir() -> Path:
