@@ -269,12 +269,13 @@ class Engine:
         lengths_list = [r.cache_len for r in self._running]
         read_len = max(lengths_list) + 1
         self._cache.ensure(n, read_len)
-        lengths = torch.tensor(lengths_list, device=self.device)  # (n,) where each row writes
+        # One host tensor, one copy to the device: (2, n) lengths (where each row writes) and tokens.
+        step_inputs = torch.tensor([lengths_list, [r.last_token for r in self._running]]).to(self.device)
+        lengths, input_ids = step_inputs[0], step_inputs[1].unsqueeze(1)  # (n,), (n, 1)
         self._cache.prepare_step(lengths, read_len)
         # (n, 1, 1, read_len): row i attends to its own columns 0..lengths[i], the new one included.
         columns = torch.arange(read_len, device=self.device)
         mask = (columns.unsqueeze(0) <= lengths.unsqueeze(1))[:, None, None, :]
-        input_ids = torch.tensor([[r.last_token] for r in self._running], device=self.device)  # (n, 1)
         try:
             logits = self._forward(
                 input_ids,
