@@ -11,9 +11,17 @@ methods run interleaved (A, B, C, A, B, C, ...); tables show the median over rou
    padded ``generate`` batch, the engine. Aggregate tokens/s, TTFT and TPOT p50/p95.
 2. Poisson arrivals, output lengths uniform in 8..128: static batching (each batch takes what has
    arrived, runs to its longest reply) against the engine. Throughput and TTFT.
-3. The roofline: weight bytes read per decode step against the measured memory bandwidth.
+3. The roofline: weight bytes read per decode step against the measured memory bandwidth (a
+   probe in this bench: the best of five ``torch.sum`` over a 512 MB fp32 buffer, far beyond the
+   caches, on the bench's threads).
+4. One conversation's turns, with and without the prefix cache.
+5. fp32 against bf16 (``--dtypes``): the engine at concurrency 1 and 16, and its batch-1 step as
+   a share of each dtype's roofline (bf16 reads half the bytes).
+6. A running vLLM server (``--vllm-url``, e.g. ``python -m chatbot.vllm_server serve``) on the
+   same jobs: 16 requests at once, greedy, EOS ignored.
 
-The last line printed is ``engine_vs_sequential_16=<ratio>``.
+The last two lines printed are ``engine_vs_vllm_16=<ratio>`` (``n/a (no vLLM server)`` without
+``--vllm-url``) and ``engine_vs_sequential_16=<ratio>``.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.vllm_client import throughput as vllm_throughput  # noqa: E402
 from conversations.inference.engine import Engine, load_engine  # noqa: E402
 from conversations.inference.metrics import percentile  # noqa: E402
 from conversations.inference.types import GenerationRequest, SamplingParams  # noqa: E402
@@ -354,18 +363,22 @@ def batch1_step_s(engine: Engine, prompt: tuple[int, ...], tokens: int = 32) -> 
     return statistics.median(times)
 
 
-def roofline(engine: Engine, prompts: Prompts, at_once_results: dict[int, dict[str, dict]]) -> None:
-    model = engine._adapters.model
+def weight_bytes(engine: Engine) -> int:
     # Every parameter is read once per decode step; a tied embedding is one tensor, read by lm_head.
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return sum(p.numel() * p.element_size() for p in engine._adapters.model.parameters())
+
+
+def roofline(engine: Engine, prompts: Prompts, at_once_results: dict[int, dict[str, dict]]) -> float:
+    """Print section [3]; return the batch-1 step's share of the roofline."""
+    model = engine._adapters.model
     bandwidth = measure_bandwidth_gbs()
-    floor_s = weight_bytes / (bandwidth * 1e9)
+    floor_s = weight_bytes(engine) / (bandwidth * 1e9)
     step_s = batch1_step_s(engine, prompts.new(0))
     print("\n[3] roofline (batch-1 decode is a memory-bound read of every weight)")
     params = sum(p.numel() for p in model.parameters()) / 1e6
     dtype = next(model.parameters()).dtype
     threads = torch.get_num_threads()
-    print(f"weight bytes per decode step   {weight_bytes / 1e6:8.1f} MB ({params:.1f} M params, {dtype})")
+    print(f"weight bytes per decode step   {weight_bytes(engine) / 1e6:8.1f} MB ({params:.1f} M params, {dtype})")
     print(f"measured read bandwidth        {bandwidth:8.1f} GB/s (torch sum over 512 MB, {threads} threads)")
     print(f"roofline floor, batch 1        {floor_s * 1000:8.1f} ms/token = {1 / floor_s:.1f} tok/s")
     print(
@@ -377,6 +390,56 @@ def roofline(engine: Engine, prompts: Prompts, at_once_results: dict[int, dict[s
         print(
             f"engine at concurrency {concurrency:<3}     {tokps:8.1f} tok/s = {tokps * floor_s:.2f}x batch-1 roofline"
         )
+    return floor_s / step_s
+
+
+def engine_tokps(engine: Engine, prompts: Prompts, concurrency: int, args: argparse.Namespace, tag: str) -> float:
+    """Median over rounds of the engine's tokens/s with ``concurrency`` requests at once."""
+    runs = [
+        run_engine(engine, jobs_at_once(prompts, concurrency, args.new_tokens, f"{tag}c{concurrency}r{r}"))
+        for r in range(args.rounds)
+    ]
+    return median_summary(runs)["tok/s"]
+
+
+def dtypes(names: list[str], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Section [5]: the same engine in each dtype, batch 1 and 16, and batch 1 against its roofline."""
+    bandwidth = measure_bandwidth_gbs()
+    results: dict[str, dict[str, float]] = {}
+    for name in names:
+        engine = load_engine("", device="cpu", dtype=name, threads=args.threads, max_running=32)
+        prompts = Prompts(engine)
+        run_engine(engine, jobs_at_once(prompts, 4, 4, f"warm-{name}"))
+        floor_s = weight_bytes(engine) / (bandwidth * 1e9)
+        step_s = batch1_step_s(engine, prompts.new(0))
+        results[name] = {
+            "c1": engine_tokps(engine, prompts, 1, args, name),
+            "c16": engine_tokps(engine, prompts, 16, args, name),
+            "mb": weight_bytes(engine) / 1e6,
+            "floor_ms": floor_s * 1000,
+            "step_ms": step_s * 1000,
+            "share": floor_s / step_s,
+        }
+    print(f"\n[5] dtypes, {args.new_tokens} new tokens, median of {args.rounds}; bandwidth {bandwidth:.1f} GB/s")
+    print(f"{'':<8}{'weights':>10}{'floor':>10}{'b1 step':>10}{'roofline':>10}{'c1 tok/s':>10}{'c16 tok/s':>11}")
+    for name, r in results.items():
+        print(
+            f"{name:<8}{r['mb']:>8.0f}MB{r['floor_ms']:>8.1f}ms{r['step_ms']:>8.1f}ms{r['share']:>10.0%}"
+            f"{r['c1']:>10.1f}{r['c16']:>11.1f}"
+        )
+    sys.stdout.flush()
+    return results
+
+
+def vllm(url: str, prompts: Prompts, new_tokens: int) -> dict[int, float]:
+    """Section [6]: the vLLM server's tokens/s at concurrency 1 and 16, on jobs shaped like [1]'s."""
+    vllm_throughput(url, [prompts.new(0)], 4)  # warm-up
+    results = {n: vllm_throughput(url, [prompts.new(i) for i in range(n)], new_tokens) for n in (1, 16)}
+    print(f"\n[6] vLLM at {url}, {new_tokens} new tokens, all at once")
+    for n, tokps in results.items():
+        print(f"vLLM, concurrency {n:<3}          {tokps:8.1f} tok/s")
+    sys.stdout.flush()
+    return results
 
 
 def main() -> None:
@@ -390,18 +453,29 @@ def main() -> None:
         "engine's capacity (a busy hour), where throughput measures the server, not the arrivals",
     )
     parser.add_argument("--only-staggered", action="store_true", help="run [2] alone")
+    parser.add_argument("--dtype", default="auto", help="the engine's dtype in [1]-[4] (auto: as served)")
+    parser.add_argument("--dtypes", default="fp32,bf16", help="the dtypes [5] compares; empty skips [5]")
+    parser.add_argument("--concurrency", default="", help="[1]'s concurrencies, e.g. 1,16 (16 is required)")
+    parser.add_argument("--vllm-url", default="", help="a running vLLM server for [6], e.g. http://127.0.0.1:8100")
     args = parser.parse_args()
-    args.concurrency = [1, 4, 16] if args.quick else [1, 4, 16, 32]
+    default_concurrency = [1, 4, 16] if args.quick else [1, 4, 16, 32]
+    args.concurrency = [int(c) for c in args.concurrency.split(",")] if args.concurrency else default_concurrency
     args.rounds = 1 if args.quick else 3
     args.new_tokens = 16 if args.quick else 32
     args.poisson_requests = 16 if args.quick else 32
 
     engine = load_engine(
-        "", device="cpu", threads=args.threads, max_running=32, max_queue=256, prefix_cache_tokens=PREFIX_CACHE_TOKENS
+        "",
+        device="cpu",
+        dtype=args.dtype,
+        threads=args.threads,
+        max_running=32,
+        max_queue=256,
+        prefix_cache_tokens=PREFIX_CACHE_TOKENS,
     )
     print(
         f"model {engine.model_name} · torch {torch.__version__} · {torch.get_num_threads()} threads · "
-        f"rounds {args.rounds}"
+        f"rounds {args.rounds} · {next(engine._adapters.model.parameters()).dtype}"
     )
     prompts = Prompts(engine)
     warm = jobs_at_once(prompts, 4, 4, "warm")
@@ -409,14 +483,16 @@ def main() -> None:
 
     results = {} if args.only_staggered else at_once(engine, prompts, args)
     stags = {}
-    for rate in (float(r) for r in args.poisson_rates.split(",")):
+    for rate in (float(r) for r in args.poisson_rates.split(",") if r):
         args.poisson_rate = rate
         # Enough requests to keep the arrivals going for about 16 s at any rate.
         args.poisson_requests = max(16 if args.quick else 32, int(16 * rate))
         stags[rate] = staggered(engine, prompts, args)
     if not args.only_staggered:
-        roofline(engine, prompts, results)
+        batch1_share = roofline(engine, prompts, results)
         turns = multi_turn(engine, args.rounds)
+        by_dtype = dtypes([d for d in args.dtypes.split(",") if d], args)
+        by_vllm = vllm(args.vllm_url, prompts, args.new_tokens) if args.vllm_url else {}
 
     print()
     for concurrency, methods in results.items():
@@ -436,7 +512,21 @@ def main() -> None:
         return
     last_turn = turns["no prefix cache"][-1] / turns["prefix cache"][-1]
     print(f"multi_turn_last_turn_ttft_no_cache_vs_cache={last_turn:.2f}")
-    ratio = results[16]["engine"]["tok/s"] / results[16]["sequential generate"]["tok/s"]
+    print(f"batch1_roofline_share={batch1_share:.2f}")
+    for name, r in by_dtype.items():
+        print(
+            f"batch1_roofline_share_{name}={r['share']:.2f} "
+            f"engine_{name}_1={r['c1']:.1f} engine_{name}_16={r['c16']:.1f}"
+        )
+    if {"fp32", "bf16"} <= by_dtype.keys():
+        print(f"bf16_vs_fp32_16={by_dtype['bf16']['c16'] / by_dtype['fp32']['c16']:.2f}")
+    engine_16 = results[16]["engine"]["tok/s"]
+    if by_vllm:
+        print(f"vllm_1={by_vllm[1]:.1f} vllm_16={by_vllm[16]:.1f} engine_16={engine_16:.1f}")
+        print(f"engine_vs_vllm_16={engine_16 / by_vllm[16]:.2f}")
+    else:
+        print("engine_vs_vllm_16=n/a (no vLLM server)")
+    ratio = engine_16 / results[16]["sequential generate"]["tok/s"]
     print(f"engine_vs_sequential_16={ratio:.2f}")
 
 

@@ -226,7 +226,7 @@ VLLM_MODEL = env_str("VLLM_MODEL", "")  # empty: the server's only model, as /v1
 # folder); empty: the same path.
 VLLM_ADAPTERS_DIR = env_str("VLLM_ADAPTERS_DIR", "")
 INFERENCE_DEVICE = env_str("INFERENCE_DEVICE", "auto")  # auto | cpu | cuda
-INFERENCE_DTYPE = env_str("INFERENCE_DTYPE", "auto")  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+INFERENCE_DTYPE = env_str("INFERENCE_DTYPE", "auto")  # auto: bf16 on CUDA, bf16 CPUs | fp32 | bf16 | fp16
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0)  # 0: torch's default
 INFERENCE_MAX_RUNNING = env_int("INFERENCE_MAX_RUNNING", 32)
 INFERENCE_MAX_QUEUE = env_int("INFERENCE_MAX_QUEUE", 256)

@@ -34,6 +34,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreT
 
 from .adapters import AdapterLoadError, AdapterSet
 from .detokenize import IncrementalDecoder, StopMatcher
+from .device import pick_device, pick_dtype
 from .kv_cache import SlotCache
 from .metrics import EngineMetrics
 from .model_store import resolve_base_model
@@ -43,7 +44,7 @@ from .types import FinishReason, GenerationRequest, QueueFull, TokenChunk
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdapterLoadError", "Engine", "load_engine"]
+__all__ = ["AdapterLoadError", "Engine", "load_engine", "pick_device", "pick_dtype"]
 
 
 @dataclass(eq=False)
@@ -268,12 +269,13 @@ class Engine:
         lengths_list = [r.cache_len for r in self._running]
         read_len = max(lengths_list) + 1
         self._cache.ensure(n, read_len)
-        lengths = torch.tensor(lengths_list, device=self.device)  # (n,) where each row writes
+        # One host tensor, one copy to the device: (2, n) lengths (where each row writes) and tokens.
+        step_inputs = torch.tensor([lengths_list, [r.last_token for r in self._running]]).to(self.device)
+        lengths, input_ids = step_inputs[0], step_inputs[1].unsqueeze(1)  # (n,), (n, 1)
         self._cache.prepare_step(lengths, read_len)
         # (n, 1, 1, read_len): row i attends to its own columns 0..lengths[i], the new one included.
         columns = torch.arange(read_len, device=self.device)
         mask = (columns.unsqueeze(0) <= lengths.unsqueeze(1))[:, None, None, :]
-        input_ids = torch.tensor([[r.last_token] for r in self._running], device=self.device)  # (n, 1)
         try:
             logits = self._forward(
                 input_ids,
@@ -567,25 +569,6 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> froz
         elif isinstance(source, (list, tuple)):
             ids.update(int(i) for i in source)
     return frozenset(ids)
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-    }[dtype]
 
 
 def default_cache_dir() -> Path:

@@ -31,9 +31,9 @@ class SlotLayer(CacheLayerMixin):
         self.keys = torch.zeros(0, kv_heads, 0, head_dim, dtype=dtype, device=device)
         self.values = torch.zeros_like(self.keys)
         self.is_initialized = True
-        # Set by the cache before each forward: which column each row writes, how many to read.
-        self.write_rows: torch.Tensor | None = None
-        self.write_cols: torch.Tensor | None = None
+        # Set by the cache before each forward: where each row writes (its length, expanded to
+        # the key's shape for scatter_), how many columns to read.
+        self.write_index: torch.Tensor | None = None
         self.read_len = 0
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -43,10 +43,12 @@ class SlotLayer(CacheLayerMixin):
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # key_states: (n, kv_heads, 1, head_dim), one new column per row at that row's own length.
-        assert self.write_rows is not None and self.write_cols is not None
-        self.keys[self.write_rows, :, self.write_cols] = key_states[:, :, 0]
-        self.values[self.write_rows, :, self.write_cols] = value_states[:, :, 0]
+        # One scatter_ per tensor: a two-index index_put_ cost about twice as much per call at
+        # batch 1 (the same at 16), and a step makes 2 per layer.
+        assert self.write_index is not None
         n = key_states.shape[0]
+        self.keys[:n].scatter_(2, self.write_index, key_states)
+        self.values[:n].scatter_(2, self.write_index, value_states)
         # (n, kv_heads, read_len, head_dim) views; columns past a row's length are masked out.
         return self.keys[:n, :, : self.read_len], self.values[:n, :, : self.read_len]
 
@@ -99,9 +101,11 @@ class SlotCache(Cache):
 
     def prepare_step(self, lengths: torch.Tensor, read_len: int) -> None:
         """Before a decode forward: row i writes its new key at column ``lengths[i]``."""
-        rows = torch.arange(lengths.shape[0], device=lengths.device)
+        like = self.slot_layers[0]
+        # (n, kv_heads, 1, head_dim): row i's column index, shared by every layer.
+        index = lengths.view(-1, 1, 1, 1).expand(-1, like.kv_heads, 1, like.head_dim)
         for layer in self.slot_layers:
-            layer.write_rows, layer.write_cols, layer.read_len = rows, lengths, read_len
+            layer.write_index, layer.read_len = index, read_len
 
     def fill_slot(self, slot: int, prefill: Cache, row: int, columns: torch.Tensor) -> None:
         """Copy the prefill cache's ``row`` at ``columns`` (in order) into positions 0.. of ``slot``."""

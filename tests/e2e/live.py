@@ -68,6 +68,9 @@ class LiveSystem:
             "GENERATION_MAX_NEW_TOKENS": os.environ.get("E2E_MAX_NEW_TOKENS", "96"),
             "GENERATION_TEMPERATURE": "0",  # greedy: what the model says is repeatable
             "INFERENCE_THREADS": os.environ.get("INFERENCE_THREADS", "2"),
+            # The replies these tests expect were measured in fp32; on a CPU with a bf16 unit
+            # ``auto`` would pick bf16 (tests/inference/test_bf16.py covers that path).
+            "INFERENCE_DTYPE": os.environ.get("INFERENCE_DTYPE", "fp32"),
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
