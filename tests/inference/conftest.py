@@ -44,18 +44,18 @@ def tokenizer(model_folder: str):  # type: ignore[no-untyped-def]
     return AutoTokenizer.from_pretrained(model_folder)
 
 
-def _load(folder: str) -> PreTrainedModel:
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").eval()
+def load_model(folder: str, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa").eval()
 
 
 @pytest.fixture(scope="session")
 def model(model_folder: str) -> PreTrainedModel:
-    return _load(model_folder)
+    return load_model(model_folder)
 
 
 @pytest.fixture(scope="session")
 def reference_model(model_folder: str) -> PreTrainedModel:
-    return _load(model_folder)
+    return load_model(model_folder)
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +67,8 @@ def prompts(tokenizer) -> list[tuple[int, ...]]:  # type: ignore[no-untyped-def]
     return out
 
 
-@pytest.fixture
-def engine(model: PreTrainedModel, tokenizer) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
+def engine_over(model: PreTrainedModel, tokenizer) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
+    """An engine of the tests' size over ``model``; its adapters are unloaded after the test."""
     engine = Engine(model, tokenizer, model_name="SmolLM2-135M-Instruct", max_running=8, max_queue=8)
     yield engine
     for name in list(engine.metrics()["adapters"]):  # type: ignore[union-attr]
@@ -76,10 +76,15 @@ def engine(model: PreTrainedModel, tokenizer) -> Iterator[Engine]:  # type: igno
     assert not engine._adapters.names, "an adapter outlived its test and would leak into the next"
 
 
+@pytest.fixture
+def engine(model: PreTrainedModel, tokenizer) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
+    yield from engine_over(model, tokenizer)
+
+
 def make_lora(folder: Path, seed: int, model_folder: str) -> Path:
     """A small LoRA with random A and B (init_lora_weights=False), so it visibly changes the output."""
     torch.manual_seed(seed)
-    base = _load(model_folder)
+    base = load_model(model_folder)
     config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
     peft_model = get_peft_model(base, config)
     with torch.no_grad():

@@ -13,36 +13,29 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import PreTrainedModel
 
 from conversations.inference.engine import Engine
 
-from .conftest import Collector, Reference
+from .conftest import Collector, Reference, engine_over, load_model
 from .test_engine import greedy
 
 pytestmark = pytest.mark.model
 
 
-def _load_bf16(folder: str) -> PreTrainedModel:
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, attn_implementation="sdpa").eval()
-
-
 @pytest.fixture(scope="module")
 def bf16_model(model_folder: str) -> PreTrainedModel:
-    return _load_bf16(model_folder)
+    return load_model(model_folder, torch.bfloat16)
 
 
 @pytest.fixture(scope="module")
 def bf16_reference(model_folder: str) -> Reference:
-    return Reference(_load_bf16(model_folder))
+    return Reference(load_model(model_folder, torch.bfloat16))
 
 
 @pytest.fixture
 def bf16_engine(bf16_model: PreTrainedModel, tokenizer) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
-    engine = Engine(bf16_model, tokenizer, model_name="SmolLM2-135M-Instruct", max_running=8, max_queue=8)
-    yield engine
-    for name in list(engine.metrics()["adapters"]):  # type: ignore[union-attr]
-        engine.unload_adapter(name)
+    yield from engine_over(bf16_model, tokenizer)
 
 
 def test_it_keeps_its_kv_cache_in_bf16(bf16_engine: Engine) -> None:
