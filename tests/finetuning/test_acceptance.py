@@ -71,7 +71,10 @@ async def ask_through_the_websocket(base_url: str, questions: list[str]) -> list
     return list(await asyncio.gather(*(one(q) for q in questions)))
 
 
+# A real build, training run, evaluation and probes on 2 cores: about 9 of the default 10 minutes
+# on a quiet CI machine, so the hang guard gets room for a busier one.
 @pytest.mark.model
+@pytest.mark.timeout(1200)
 def test_corrections_become_a_served_version_that_knows_the_facts(
     transactional_db: Any,
     settings: Any,
