@@ -26,7 +26,7 @@ from django.utils import timezone
 from finetuning.models import DatasetSnapshot, Example, ModelVersion, TrainingSettings
 from finetuning.redaction import redact
 
-from .models import Conversation, Correction, Customer, Feedback, Message
+from .models import Conversation, Correction, Customer, Feedback, Message, token_nonce_new
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,10 @@ def customer_erase(*, customer_id: Any) -> Erasure:
         erasure.versions = _examples_erase(_examples_of(customer, conversation_ids), timezone.now().isoformat())
         # Feedback and corrections go with their messages, messages with their conversations (CASCADE).
         conversations.delete()
-        Customer.objects.filter(id=customer.id).update(display_name="", address=None)
+        # A new token nonce: the widget's tokens for this customer stop working (docs/widget.md).
+        Customer.objects.filter(id=customer.id).update(
+            display_name="", address=None, email="", external_id="", token_nonce=token_nonce_new()
+        )
     log.info("erased customer %s: %s", erasure.customer_id, erasure.describe())
     return erasure
 
