@@ -119,12 +119,13 @@
   root.appendChild(widget);
 
   let frame = null;
+  let loaded = false; // the frame holds our page (before that, its window is about:blank)
   let isOpen = false;
   let unread = 0;
   let title = "Support";
 
   function post(message) {
-    if (frame && frame.contentWindow) {
+    if (frame && loaded && frame.contentWindow) {
       frame.contentWindow.postMessage(Object.assign({ source: MESSAGE_SOURCE }, message), supportOrigin);
     }
   }
@@ -137,6 +138,7 @@
     frame.setAttribute("referrerpolicy", "origin");
     // Every load (the first, a reload inside the frame) gets the token and the page anew.
     frame.addEventListener("load", () => {
+      loaded = true;
       post({ type: "init", token: stored.get(), page: location.href, user });
       if (isOpen) post({ type: "focus" });
     });

@@ -86,11 +86,13 @@ def config(request: HttpRequest, key: str) -> HttpResponse:
     body = selectors.loader_config(site, own_origin=own_origin(request))
     origin = request.headers.get("Origin")
     if origin is not None and origin_or_none(origin) not in body["origins"]:
-        return JsonResponse(
+        # Readable by the refused page (it holds nothing but the refusal), so the loader can say why.
+        response = JsonResponse(
             {"error": "origin_not_allowed", "detail": f"{origin} may not embed this chat (/agent/widget/)."},
             status=403,
         )
-    response = JsonResponse(body)
+    else:
+        response = JsonResponse(body)
     response["Vary"] = "Origin"
     response["Cache-Control"] = "no-cache"
     if origin is not None:
