@@ -3,7 +3,8 @@
 ``customer_erase`` removes everything a customer said and everything made from it (conversations,
 messages, feedback, corrections, dataset examples, the replays of them in evaluation results) and
 marks the model versions trained on it, whose adapters still hold what they learnt. The customer
-row stays as an anonymised stub (no name, no address, nothing attached): a second erasure finds it
+row stays as an anonymised stub (no name, no address, no e-mail or host user id, a new token nonce
+that revokes its widget tokens, nothing attached): a second erasure finds it
 and has nothing left to do, and the browser's cookie, should it come back, starts an empty chat.
 
 ``conversations_redact_old`` passes old text through ``finetuning.redaction.redact`` in place.
