@@ -71,7 +71,6 @@ def frame(request: HttpRequest, key: str) -> HttpResponse:
             "reasons": Feedback.Reason.values,
             "chat_config": selectors.chat_config(site),
             "widget": True,
-            "site_key": site.key,
         },
     )
     response._csp_replace = {"frame-ancestors": [SELF, *selectors.site_origins(site)]}  # type: ignore[attr-defined]

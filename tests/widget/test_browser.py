@@ -21,6 +21,7 @@ import pytest
 
 from conversations.models import Conversation, Customer, WidgetSite
 from conversations.workspace import services as workspace_services
+from tests.e2e.browser import signed_in_context
 from tests.e2e.live import LiveSystem
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -282,3 +283,31 @@ def test_two_browsers_are_two_customers_who_never_see_each_other(
     assert Customer.objects.filter(site=site).count() == 2
     for ctx, _ in pages:
         ctx.close()
+
+
+def test_staff_add_a_site_copy_its_snippet_and_preview_it(
+    fake_system: LiveSystem, browser: Any, admin_user: Any
+) -> None:
+    ctx = signed_in_context(browser, fake_system, admin_user)
+    page = ctx.new_page()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    page.goto(fake_system.url + "/agent/")
+    page.click("#nav-widget")
+    page.click("#site-new")
+    page.fill("#id_name", "Docs")
+    page.fill("#id_origins", "https://docs.example.com/page")
+    page.click("#site-save")
+    assert "no path" in page.text_content(".field-error")  # said next to the field, nothing saved
+    page.fill("#id_origins", "https://docs.example.com")
+    page.click("#site-save")
+    site = WidgetSite.objects.get(name="Docs")
+    snippet = page.text_content("#snippet")
+    assert snippet == f'<script src="{fake_system.url}/widget.js" data-site="{site.key}" async></script>'
+    page.click("#copy-snippet")
+    page.wait_for_function("() => document.querySelector('#copy-status').textContent !== ''")
+    page.click("#preview-link")
+    page.locator(LAUNCHER).click()
+    frame_of(page, site).wait_for_selector("#composer")  # framed by our own page: 'self'
+    assert not [line for line in console if "Content Security Policy" in line], console
+    ctx.close()

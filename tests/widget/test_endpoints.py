@@ -3,6 +3,10 @@ the loader reads cross-origin, and the session endpoint that hands out customer 
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +169,24 @@ def test_a_bad_email_from_the_host_is_dropped_not_fatal(site: WidgetSite) -> Non
 def test_a_body_that_is_not_json_is_refused(site: WidgetSite) -> None:
     response = Client().post(f"/widget/{site.key}/session", "{", content_type="application/json", HTTP_ORIGIN=OURS)
     assert response.status_code == 400
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "widget.md"
+
+
+def docs_example(language: str) -> str:
+    return re.search(rf"```{language}\n(.*?)```", DOCS.read_text(), re.S).group(1)  # type: ignore[union-attr]
+
+
+def test_the_documented_python_signature_is_accepted(site: WidgetSite) -> None:
+    scope: dict[str, Any] = {}
+    exec(docs_example("python"), scope)
+    body = {"user_id": "user-7", "user_hash": scope["widget_user_hash"](site.identity_secret, "user-7")}
+    assert start_session(site, body).status_code == 200
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_documented_node_signature_is_accepted(site: WidgetSite) -> None:
+    program = docs_example("js") + f"\nprocess.stdout.write(widgetUserHash({site.identity_secret!r}, 'user-7'));"
+    signature = subprocess.run(["node", "-e", program], capture_output=True, text=True, check=True).stdout
+    assert start_session(site, {"user_id": "user-7", "user_hash": signature}).status_code == 200
