@@ -212,6 +212,13 @@ CHAT_ADDRESS_SOCKETS = env_int("CHAT_ADDRESS_SOCKETS", 60)
 CHAT_ADDRESS_FRAMES = env_int("CHAT_ADDRESS_FRAMES", 120)
 CHAT_ADDRESS_WINDOW_S = env_int("CHAT_ADDRESS_WINDOW_S", 60)
 CHAT_SOCKETS_PER_CUSTOMER = env_int("CHAT_SOCKETS_PER_CUSTOMER", 5)
+# Suggested questions (the most used approved knowledge entries) on the page at /; each widget
+# site has a switch of its own.
+CHAT_SUGGESTIONS = env_bool("CHAT_SUGGESTIONS", True)
+
+# The embeddable widget (docs/widget.md). Origins (scheme://host[:port]) allowed to embed every
+# site's widget, beside each site's own list in /agent/widget/: for a deployment's own pages.
+WIDGET_ALLOWED_ORIGINS = env_list("WIDGET_ALLOWED_ORIGINS", "")
 
 # The inference worker and the model it serves.
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "chatbot")

@@ -6,11 +6,16 @@ from django.urls import include, path, re_path
 from conversations import views
 from conversations.chat import views as chat
 from conversations.knowledge import views as knowledge
+from conversations.widget import views as widget
 from conversations.workspace import views as workspace
 
 urlpatterns = [
     path("", chat.chat_page, name="chat"),
     path("healthz", views.healthz, name="healthz"),
+    path("widget.js", widget.loader, name="widget-loader"),
+    path("widget/<slug:key>/frame", widget.frame, name="widget-frame"),
+    path("widget/<slug:key>/config", widget.config, name="widget-config"),
+    path("widget/<slug:key>/session", widget.session, name="widget-session"),
     path("accounts/login/", views.ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", LogoutView.as_view(), name="logout"),
     path("agent/", workspace.inbox, name="agent-inbox"),
@@ -30,6 +35,12 @@ urlpatterns = [
     path("agent/knowledge/export.csv", knowledge.entries_export, {"fmt": "csv"}, name="agent-knowledge-csv"),
     path("agent/knowledge/<int:entry_id>/edit", knowledge.entry_edit, name="agent-knowledge-edit"),
     path("agent/knowledge/<int:entry_id>/retire", knowledge.entry_retire, name="agent-knowledge-retire"),
+    path("agent/widget/", widget.site_list, name="agent-widget"),
+    path("agent/widget/new", widget.site_create, name="agent-widget-new"),
+    path("agent/widget/<int:site_id>/", widget.site_detail, name="agent-widget-site"),
+    path("agent/widget/<int:site_id>/secret", widget.site_secret, name="agent-widget-secret"),
+    path("agent/widget/<int:site_id>/delete", widget.site_delete, name="agent-widget-delete"),
+    path("agent/widget/<int:site_id>/preview", widget.site_preview, name="agent-widget-preview"),
     path("training/", include("finetuning.urls")),
     path("admin/", admin.site.urls),
     # daphne serves no static files of its own; for one self-hosted machine Django serving them

@@ -3,7 +3,8 @@
 ``customer_erase`` removes everything a customer said and everything made from it (conversations,
 messages, feedback, corrections, dataset examples, the replays of them in evaluation results) and
 marks the model versions trained on it, whose adapters still hold what they learnt. The customer
-row stays as an anonymised stub (no name, no address, nothing attached): a second erasure finds it
+row stays as an anonymised stub (no name, no address, no e-mail or host user id, a new token nonce
+that revokes its widget tokens, nothing attached): a second erasure finds it
 and has nothing left to do, and the browser's cookie, should it come back, starts an empty chat.
 
 ``conversations_redact_old`` passes old text through ``finetuning.redaction.redact`` in place.
@@ -26,7 +27,7 @@ from django.utils import timezone
 from finetuning.models import DatasetSnapshot, Example, ModelVersion, TrainingSettings
 from finetuning.redaction import redact
 
-from .models import Conversation, Correction, Customer, Feedback, Message
+from .models import Conversation, Correction, Customer, Feedback, Message, token_nonce_new
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,10 @@ def customer_erase(*, customer_id: Any) -> Erasure:
         erasure.versions = _examples_erase(_examples_of(customer, conversation_ids), timezone.now().isoformat())
         # Feedback and corrections go with their messages, messages with their conversations (CASCADE).
         conversations.delete()
-        Customer.objects.filter(id=customer.id).update(display_name="", address=None)
+        # A new token nonce: the widget's tokens for this customer stop working (docs/widget.md).
+        Customer.objects.filter(id=customer.id).update(
+            display_name="", address=None, email="", external_id="", token_nonce=token_nonce_new()
+        )
     log.info("erased customer %s: %s", erasure.customer_id, erasure.describe())
     return erasure
 

@@ -31,7 +31,8 @@ AGENTS_HANDLER = "agents.event"  # dispatched to ``agents_event`` on agent consu
 # What may reach a customer's socket, frame type by frame type, and the keys each may carry: every
 # frame the chat socket sends passes ``for_customer``, so a key not listed here never reaches it.
 CUSTOMER_FRAMES: dict[str, set[str]] = {
-    "history": {"type", "conversation", "messages", "feedback", "worker", "worker_online"},
+    "history": {"type", "conversation", "messages", "feedback", "customer", "worker", "worker_online"},
+    "profile": {"type", "customer"},
     "message": {"type", "message"},
     "delta": {"type", "message_id", "offset", "text"},
     "done": {"type", "message_id", "text", "status", "error", "error_code", "sources"},

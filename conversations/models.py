@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 from django.conf import settings
@@ -9,15 +10,36 @@ from django.db import models
 from django.db.models import Q
 
 
+def token_nonce_new() -> str:
+    return secrets.token_hex(16)
+
+
 class Customer(models.Model):
-    """An anonymous visitor, known by the id kept in their signed Django session."""
+    """A visitor, known by the id kept in their signed Django session (the page at /) or by the
+    signed token a widget keeps (conversations/widget), which names ``token_nonce``: a new nonce
+    revokes every token given out before."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     display_name = models.CharField(max_length=120, blank=True)
     # The client address the customer was first seen from (behind TRUSTED_PROXY_HOPS proxies): what
     # per-address limits count, beside the cookie a customer can throw away.
     address = models.GenericIPAddressField(null=True, blank=True, db_index=True)
+    email = models.EmailField(max_length=254, blank=True)  # from the pre-chat form or the host page
+    # The widget site the customer came through, and the host's own user id when the host
+    # vouched for it (identity verification): one customer per (site, external_id).
+    site = models.ForeignKey(
+        "conversations.WidgetSite", null=True, blank=True, on_delete=models.SET_NULL, related_name="customers"
+    )
+    external_id = models.CharField(max_length=200, blank=True)
+    token_nonce = models.CharField(max_length=32, default=token_nonce_new)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["site", "external_id"], condition=~Q(external_id=""), name="customer_external_id_per_site"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.display_name or f"Customer {str(self.id)[:8]}"
@@ -41,6 +63,9 @@ class Conversation(models.Model):
     tags = models.JSONField(default=list, blank=True)
     note = models.TextField(blank=True)
     satisfaction = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Where the customer chats from: the host page's URL (the widget) and the browser's User-Agent.
+    page_url = models.CharField(max_length=2000, blank=True)
+    user_agent = models.CharField(max_length=400, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -163,6 +188,7 @@ class BotSettings(models.Model):
 
 # Defined in their own package, registered with this app (and its migrations) from here.
 from .knowledge.models import KnowledgeEntry, KnowledgeSource  # noqa: E402
+from .widget.models import WidgetSite  # noqa: E402
 
 __all__ = [
     "BotSettings",
@@ -173,4 +199,5 @@ __all__ = [
     "KnowledgeEntry",
     "KnowledgeSource",
     "Message",
+    "WidgetSite",
 ]

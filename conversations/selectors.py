@@ -11,6 +11,7 @@ from django.utils import timezone
 from . import health, roles
 from .knowledge import selectors as knowledge_selectors
 from .models import Conversation, Customer, Feedback, Message
+from .widget import selectors as widget_selectors
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -55,6 +56,7 @@ def conversation_payload(conversation: Conversation) -> dict[str, Any]:
         "created_at": _iso(conversation.created_at),
         "agent": roles.display_name(conversation.agent) if conversation.status == Conversation.Status.AGENT else "",
         "satisfaction": conversation.satisfaction,
+        "origin": widget_selectors.conversation_origin(conversation),  # agents only: page URL, browser
     }
 
 
@@ -139,6 +141,7 @@ def history_frame(conversation: Conversation) -> dict[str, Any]:
         "conversation": conversation_payload(conversation),
         "messages": conversation_history(conversation),
         "feedback": customer_feedback(conversation),
+        "customer": widget_selectors.customer_profile(conversation.customer_id),
         "worker": state,
         "worker_online": state == "online",
     }

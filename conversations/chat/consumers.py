@@ -28,6 +28,7 @@ from ..sockets import (
     limited,
     parse_frame,
 )
+from ..widget import services as widget_services
 from . import services
 
 SOCKETS_FROM_ADDRESS = "Too many connections from your network. Please wait a minute, then reload the page."
@@ -46,7 +47,7 @@ class ChatConsumer(JsonSocket):
         if not await limited(limits.socket_open_allowed, address=self.address):
             await self.refuse(CLOSE_RATE_LIMITED, SOCKETS_FROM_ADDRESS)
             return
-        customer = await database_sync_to_async(services.customer_of_session)(self.scope["session"])
+        customer = await database_sync_to_async(self._customer)()
         if customer is None:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
@@ -54,6 +55,7 @@ class ChatConsumer(JsonSocket):
         if conversation is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        await database_sync_to_async(self._remember_where)(conversation)
         self.customer = customer
         if not await limited(limits.socket_register, customer_id=str(customer.id), channel=self.channel_name):
             await self.refuse(CLOSE_TOO_MANY_SOCKETS, SOCKETS_PER_CUSTOMER)
@@ -129,6 +131,7 @@ class ChatConsumer(JsonSocket):
         except ChatError:
             await events.conversation_join(previous.id, self.channel_name)
             raise
+        await database_sync_to_async(self._remember_where)(conversation)
         await self._watch(conversation)
 
     async def on_handoff(self, frame: dict[str, Any]) -> None:
@@ -152,6 +155,13 @@ class ChatConsumer(JsonSocket):
         )
         await self.send_json({"type": "satisfaction", "score": conversation.satisfaction})
 
+    async def on_profile(self, frame: dict[str, Any]) -> None:
+        """The pre-chat form: the customer's name and e-mail, stored on the customer."""
+        customer = await database_sync_to_async(widget_services.customer_profile_set)(
+            customer=self.customer, name=frame.get("name", ""), email=frame.get("email", "")
+        )
+        await self.send_json({"type": "profile", "customer": {"name": customer.display_name, "email": customer.email}})
+
     HANDLERS = {
         "message": on_message,
         "stop": on_stop,
@@ -160,6 +170,7 @@ class ChatConsumer(JsonSocket):
         "handoff": on_handoff,
         "feedback": on_feedback,
         "satisfaction": on_satisfaction,
+        "profile": on_profile,
     }
 
     async def _watch(self, conversation: Conversation) -> None:
@@ -167,6 +178,25 @@ class ChatConsumer(JsonSocket):
         self.conversation = conversation
         await events.conversation_join(conversation.id, self.channel_name)
         await self.send_json(await database_sync_to_async(selectors.history_frame)(conversation))
+
+    def _query(self, name: str) -> str:
+        values = parse_qs(self.scope.get("query_string", b"").decode()).get(name)
+        return values[0] if values else ""
+
+    def _customer(self) -> Customer | None:
+        """The widget's customer by its signed token when the query has one (a bad token gets
+        nothing, not the session's customer), else the page's by its session cookie."""
+        if "token" in parse_qs(self.scope.get("query_string", b"").decode(), keep_blank_values=True):
+            return widget_services.customer_of_token(self._query("token"))
+        return services.customer_of_session(self.scope["session"])
+
+    def _remember_where(self, conversation: Conversation) -> None:
+        headers = dict(self.scope.get("headers") or [])
+        widget_services.conversation_context_set(
+            conversation=conversation,
+            page_url=self._query("page"),
+            user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
+        )
 
     def _conversation(self, customer: Customer) -> Conversation | None:
         wanted = parse_qs(self.scope.get("query_string", b"").decode()).get("conversation")

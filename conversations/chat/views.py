@@ -9,6 +9,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 
 from .. import limits
 from ..models import Feedback
+from ..widget.selectors import chat_config
 from . import services
 
 
@@ -30,5 +31,10 @@ def chat_page(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "chat.html",
-        {"max_chars": settings.CHAT_MAX_MESSAGE_CHARS, "reasons": Feedback.Reason.values},
+        {
+            "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+            "reasons": Feedback.Reason.values,
+            "chat_config": chat_config(None),
+            "widget": False,
+        },
     )

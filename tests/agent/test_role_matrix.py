@@ -8,7 +8,10 @@ The rules:
 - the learning loop (/training/ and /ws/training/runs/<id>/) and /admin/ are for staff (admins)
   only: an agent who is not staff is sent to the admin's login like anyone else (Django's
   ``staff_member_required``), and the training socket closes with 4401 / 4403;
-- a customer (an anonymous session) reaches only their own conversation at /ws/chat/.
+- a customer (an anonymous session) reaches only their own conversation at /ws/chat/;
+- the widget's loader, frame and config are for everyone; its session endpoint only for our own
+  frame's Origin (none here: 403 for all, csrf-exempt as it reads no cookie); its staff pages
+  under /agent/widget/ for staff alone, like erasure.
 
 A POST that changes state runs against real objects, and the test checks the change was made when
 permitted and not made when refused; Celery dispatch (training, dataset builds) is the only thing
@@ -38,7 +41,7 @@ from chatbot.routing import websocket_urlpatterns
 from conversations import events, roles
 from conversations.knowledge import services as knowledge
 from conversations.knowledge.models import KnowledgeEntry
-from conversations.models import Conversation, Correction, Feedback
+from conversations.models import Conversation, Correction, Feedback, WidgetSite
 from conversations.workspace.consumers import AgentConsumer
 from finetuning import services as learning
 from finetuning.models import DatasetSnapshot, ModelVersion, Promotion, TrainingRun
@@ -137,6 +140,35 @@ def entries_imported(world: World) -> bool:
     return KnowledgeEntry.objects.filter(question="imported").exists()
 
 
+def site_added(world: World) -> bool:
+    return WidgetSite.objects.filter(name="Added").exists()
+
+
+def site_edited(world: World) -> bool:
+    return WidgetSite.objects.get(id=world["site"].id).title == "Edited"
+
+
+def site_secret_changed(world: World) -> bool:
+    return WidgetSite.objects.get(id=world["site"].id).identity_secret != world["site"].identity_secret
+
+
+def site_deleted(world: World) -> bool:
+    return not WidgetSite.objects.filter(id=world["site"].id).exists()
+
+
+def site_form(world: World) -> dict[str, Any]:
+    fields = {"title": "Edited", "brand_colour": "#112233", "position": "right", "prechat": "off", "origins": ""}
+    return {**fields, "name": "Shop"}
+
+
+def site_new_form(world: World) -> dict[str, Any]:
+    return {**site_form(world), "name": "Added"}
+
+
+def site_confirm(world: World) -> dict[str, Any]:
+    return {"confirm": world["site"].key}
+
+
 def import_file(world: World) -> dict[str, Any]:
     return {"file": SimpleUploadedFile("faq.jsonl", b'{"question": "imported", "answer": "yes"}\n')}
 
@@ -149,6 +181,7 @@ class Route:
     done: Callable[[World], bool] | None = None  # the change a permitted POST makes
     prepare: Callable[[World], None] | None = None
     data: Callable[[World], dict[str, Any]] | None = None  # posted in place of POST_DATA
+    csrf: bool = True  # False: csrf-exempt by design (reads no cookie; checks the Origin instead)
 
     def __str__(self) -> str:
         return f"{self.method} {self.url}"
@@ -183,6 +216,45 @@ ROUTES = [
     Route("post", "/agent/knowledge/merge", agents_only("/agent/knowledge/"), done=entries_merged),
     Route("post", "/agent/knowledge/create", agents_only("/agent/knowledge/"), done=entry_added),
     Route("post", "/agent/knowledge/import", agents_only("/agent/knowledge/"), done=entries_imported, data=import_file),
+    # The widget: its public endpoints, and its staff pages in the workspace (staff alone, as erasure).
+    Route("get", "/widget.js", everyone(200)),
+    Route("get", "/widget/{site_key}/frame", everyone(200)),
+    Route("get", "/widget/{site_key}/config", everyone(200)),
+    Route("post", "/widget/{site_key}/session", everyone(FORBIDDEN), csrf=False),  # no Origin: not our frame
+    Route("get", "/agent/widget/", {**agents_only(200), "agent": FORBIDDEN}),
+    Route("get", "/agent/widget/new", {**agents_only(200), "agent": FORBIDDEN}),
+    Route("get", "/agent/widget/{site}/", {**agents_only(200), "agent": FORBIDDEN}),
+    Route("get", "/agent/widget/{site}/preview", {**agents_only(200), "agent": FORBIDDEN}),
+    Route("get", "/agent/widget/{site}/secret", {**agents_only(200), "agent": FORBIDDEN}),
+    Route("get", "/agent/widget/{site}/delete", {**agents_only(200), "agent": FORBIDDEN}),
+    Route(
+        "post",
+        "/agent/widget/new",
+        {**agents_only("/agent/widget/*/"), "agent": FORBIDDEN},
+        done=site_added,
+        data=site_new_form,
+    ),
+    Route(
+        "post",
+        "/agent/widget/{site}/",
+        {**agents_only("/agent/widget/{site}/?saved=1"), "agent": FORBIDDEN},
+        done=site_edited,
+        data=site_form,
+    ),
+    Route(
+        "post",
+        "/agent/widget/{site}/secret",
+        {**agents_only("/agent/widget/{site}/?saved=1"), "agent": FORBIDDEN},
+        done=site_secret_changed,
+        data=site_confirm,
+    ),
+    Route(
+        "post",
+        "/agent/widget/{site}/delete",
+        {**agents_only("/agent/widget/"), "agent": FORBIDDEN},
+        done=site_deleted,
+        data=site_confirm,
+    ),
     Route("get", "/admin/", staff_only(200)),
     Route("get", "/training/", staff_only(200)),
     Route("post", "/training/runs/new", staff_only("/training/runs/*/"), done=new_run_queued, prepare=finish_the_run),
@@ -261,7 +333,9 @@ def world(
     run = TrainingRun.objects.create(snapshot=snapshot, requested_by=admin_user)
     entry = knowledge.entry_create(question="How much is wrapping?", answer="$4.50.")
     other_entry = knowledge.entry_create(question="What does wrapping cost?", answer="$4.50 a gift.")
+    site = WidgetSite.objects.create(name="Shop", allowed_origins=["https://shop.example.com"])
     return {
+        "site": site,
         "entry": entry,
         "other_entry": other_entry,
         "conversation": conversation,
@@ -285,6 +359,8 @@ def ids(world: World) -> dict[str, Any]:
         "candidate": world["candidate"].name,
         "customer": world["customers"]["customer_a"].id,
         "entry": world["entry"].id,
+        "site": world["site"].id,
+        "site_key": world["site"].key,
     }
 
 
@@ -331,7 +407,7 @@ def test_each_route_admits_only_its_roles(
 
 @pytest.mark.django_db
 @pytest.mark.usefixtures("clean_redis")
-@pytest.mark.parametrize("route", [r for r in ROUTES if r.method == "post"], ids=str)
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.method == "post" and r.csrf], ids=str)
 def test_every_form_post_needs_the_csrf_token(world: World, route: Route) -> None:
     """CSRF on every form: even an admin, whom every POST admits, is refused without the token."""
     if route.prepare:
@@ -356,6 +432,8 @@ SAMPLE_IDS = {
     "customer": "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
     "missing": 999999,
     "entry": 1,
+    "site": 1,
+    "site_key": "0123456789abcdef",
 }
 
 
@@ -391,6 +469,8 @@ SOCKET_ROUTES = [
         "/ws/chat/?conversation={a}",  # only its own customer may open a conversation by id
         {**dict.fromkeys(PERSONAS, 4401), "customer_a": "history:a", "customer_b": 4404},
     ),
+    # A widget token that is not one gets nothing, even where a session would have admitted.
+    ("/ws/chat/?token=forged", dict.fromkeys(PERSONAS, 4401)),
     ("/ws/agent/", {**dict.fromkeys(PERSONAS, 4401), "plain_user": 4403, "agent": "hello", "admin": "hello"}),
     ("/ws/training/runs/{run}/", {**dict.fromkeys(PERSONAS, 4401), "plain_user": 4403, "agent": 4403, "admin": "run"}),
     (

@@ -69,9 +69,18 @@ def keys_anywhere(value: Any) -> set[str]:
     return set()
 
 
+def without_own_profile(frame: dict[str, Any]) -> dict[str, Any]:
+    """The history and profile frames carry the customer's own name and e-mail: theirs to see.
+    Nothing else about a customer (an inbox line's "customer") may reach them."""
+    if frame.get("type") in {"history", "profile"} and isinstance(frame.get("customer"), dict):
+        assert set(frame["customer"]) == {"name", "email"}, frame
+        return {k: v for k, v in frame.items() if k != "customer"}
+    return frame
+
+
 def assert_customer_safe(frames: list[dict[str, Any]]) -> None:
     for frame in frames:
-        assert not keys_anywhere(frame) & AGENT_ONLY_KEYS, frame
+        assert not keys_anywhere(without_own_profile(frame)) & AGENT_ONLY_KEYS, frame
         assert not INTERNAL_TEXT.search(json.dumps(frame)), frame
 
 
@@ -126,6 +135,8 @@ async def test_it_walks_every_customer_frame_and_none_carries_agent_only_data_or
     seen += await receive_until(chat, "feedback")
     await chat.send_json_to({"type": "bogus"})
     seen += await receive_until(chat, "error")
+    await chat.send_json_to({"type": "profile", "name": "Alice", "email": "alice@example.com"})
+    seen += await receive_until(chat, "profile")
 
     agent = await open_agent(agent_user)
     await agent.send_json_to({"type": "watch", "conversation_id": conversation_id})
@@ -152,7 +163,18 @@ async def test_it_walks_every_customer_frame_and_none_carries_agent_only_data_or
     await agent.disconnect()
 
     kinds = {frame["type"] for frame in seen}
-    assert kinds >= {"history", "message", "delta", "done", "notice", "feedback", "error", "status", "satisfaction"}
+    assert kinds >= {
+        "history",
+        "message",
+        "delta",
+        "done",
+        "notice",
+        "feedback",
+        "error",
+        "status",
+        "satisfaction",
+        "profile",
+    }
     assert_customer_safe(seen)
     stored_failure = next(m for m in history["messages"] if m["status"] == "failed")
     assert (stored_failure["error"], stored_failure["error_code"]) == (events.REPLY_FAILED_TEXT, events.REPLY_FAILED)
