@@ -8,6 +8,7 @@ through ``events.for_customer``. The frames are documented in docs/protocol.md.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -40,6 +41,10 @@ class ChatConsumer(JsonSocket):
     address: str = "unknown"
     registered: bool = False  # counted among the customer's open sockets (limits.socket_register)
     keepalive: asyncio.Task[None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.typing = services.TypingThrottle()  # this socket's own: at most one typing frame a second
 
     async def connect(self) -> None:
         self.address = limits.scope_ip(self.scope)[1]
@@ -146,6 +151,12 @@ class ChatConsumer(JsonSocket):
             }
         )
 
+    async def on_typing(self, frame: dict[str, Any]) -> None:
+        """The customer types: throttled here, then for the agents only while a person is involved."""
+        if self.typing.allow(time.monotonic()):
+            name = str(getattr(self.customer, "name", "") or "")  # the pre-chat form's name, when given
+            await database_sync_to_async(services.customer_typing_send)(conversation=self.conversation, name=name)
+
     async def on_satisfaction(self, frame: dict[str, Any]) -> None:
         conversation = await database_sync_to_async(services.satisfaction_set)(
             conversation=self.conversation, score=frame.get("score")
@@ -160,6 +171,7 @@ class ChatConsumer(JsonSocket):
         "handoff": on_handoff,
         "feedback": on_feedback,
         "satisfaction": on_satisfaction,
+        "typing": on_typing,
     }
 
     async def _watch(self, conversation: Conversation) -> None:

@@ -190,7 +190,7 @@ async def test_agent_only_data_never_reaches_the_customer_socket(customer: Any, 
     assert any(f.get("note") == "SECRET-NOTE" for f in reviews)  # the agents do hear of it
     # Even a stray agent-only frame published to the conversation's own group is held back.
     await events.publish(conversation.id, {"type": "review", "note": "SECRET-NOTE"})
-    await events.publish(conversation.id, events.message_event({"id": 1, "role": "system", "text": "SECRET-SYSTEM"}))
+    await events.publish(conversation.id, {"type": "typing", "who": "customer", "name": "SECRET-TYPING"})
     await events.publish(
         conversation.id,
         events.status_event(
