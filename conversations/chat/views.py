@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -30,5 +32,24 @@ def chat_page(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "chat.html",
-        {"max_chars": settings.CHAT_MAX_MESSAGE_CHARS, "reasons": Feedback.Reason.values},
+        {
+            "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+            "reasons": Feedback.Reason.values,
+            "chat_config": chat_config_default(),
+            "widget": False,
+        },
     )
+
+
+def chat_config_default() -> dict[str, Any]:
+    """The standalone page's chat config (docs/chat.md): the interface the widget's
+    ``conversations.widget.selectors.chat_config(None)`` gives, with its defaults, until it lands."""
+    return {
+        "title": "Support",
+        "greeting": "",
+        "brand_colour": "#2563eb",
+        "position": "right",
+        "prechat": False,
+        "suggestions": [],
+        "widget": False,
+    }
