@@ -154,8 +154,7 @@ class ChatConsumer(JsonSocket):
     async def on_typing(self, frame: dict[str, Any]) -> None:
         """The customer types: throttled here, then for the agents only while a person is involved."""
         if self.typing.allow(time.monotonic()):
-            name = str(getattr(self.customer, "name", "") or "")  # the pre-chat form's name, when given
-            await database_sync_to_async(services.customer_typing_send)(conversation=self.conversation, name=name)
+            await database_sync_to_async(services.customer_typing_send)(conversation=self.conversation)
 
     async def on_satisfaction(self, frame: dict[str, Any]) -> None:
         conversation = await database_sync_to_async(services.satisfaction_set)(

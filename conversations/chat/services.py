@@ -324,13 +324,14 @@ class TypingThrottle:
         return True
 
 
-def customer_typing_send(*, conversation: Conversation, name: str = "") -> bool:
-    """Tell the agents watching that the customer types; only while a person holds or is asked
+def customer_typing_send(*, conversation: Conversation) -> bool:
+    """Tell the agents watching that the customer types, with the name they gave (read fresh: the
+    pre-chat form may have set it since the socket opened); only while a person holds or is asked
     for the conversation (the bot does not wait for anyone). False when nothing was sent."""
-    status = Conversation.objects.filter(id=conversation.id).values_list("status", flat=True).first()
-    if status not in (Conversation.Status.WAITING, Conversation.Status.AGENT):
+    row = Conversation.objects.filter(id=conversation.id).values_list("status", "customer__display_name").first()
+    if row is None or row[0] not in (Conversation.Status.WAITING, Conversation.Status.AGENT):
         return False
-    events.send_on_commit(events.typing_sent(conversation.id, who="customer", name=name))
+    events.send_on_commit(events.typing_sent(conversation.id, who="customer", name=row[1] or ""))
     return True
 
 

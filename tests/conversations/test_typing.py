@@ -33,7 +33,7 @@ def test_the_customers_typing_reaches_the_agents_only_while_a_person_is_involved
     assert sent.events == []
     chat_services.handoff_request(conversation=conversation)
     with capture_events() as sent:
-        assert chat_services.customer_typing_send(conversation=conversation, name="Alice")
+        assert chat_services.customer_typing_send(conversation=conversation)  # the customer fixture is Alice
     assert sent.to_conversation() == [{"type": "typing", "who": "customer", "name": "Alice"}]
     assert events.for_customer(sent.to_conversation()[0]) is None  # never back to the customer
 
@@ -69,7 +69,7 @@ async def test_typing_goes_both_ways_over_the_sockets_and_a_flood_is_ignored(cus
     for _ in range(20):  # a flood: one gets through, the rest are dropped within the second
         await chat.send_json_to({"type": "typing"})
     typed = [f for f in await drain(agent, wait=0.5) if f["type"] == "typing"]
-    assert typed == [{"type": "typing", "who": "customer", "name": "", "conversation_id": conversation_id}]
+    assert typed == [{"type": "typing", "who": "customer", "name": "Alice", "conversation_id": conversation_id}]
     assert all(f["type"] != "typing" for f in await drain(chat, wait=0.2))  # not echoed to the customer
 
     await agent.send_json_to({"type": "takeover", "conversation_id": conversation_id})
