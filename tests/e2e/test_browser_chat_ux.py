@@ -124,7 +124,7 @@ def expect(locator: Any) -> Any:
 # as public and its Local Network Access checks then refuse the socket to 127.0.0.1.
 PAGE_PATCH = """
 (() => {
-  const patch = %s, header = %s;
+  const patch = %s, header = %s, bodyClass = %s;
   new MutationObserver((records, observer) => {
     const node = document.getElementById("chat-config");
     if (node && !node.dataset.patched) {
@@ -133,6 +133,7 @@ PAGE_PATCH = """
         node.dataset.patched = "1";
       } catch { /* not all parsed yet */ }
     }
+    if (bodyClass && document.body) document.body.classList.add(bodyClass);
     const actions = document.querySelector(".header-actions");
     if (header && actions && !actions.dataset.patched) {
       actions.insertAdjacentHTML("beforeend", header);
@@ -150,11 +151,16 @@ def open_chat(browser: Any, system: LiveSystem) -> Iterator[Callable[..., Any]]:
     contexts: list[Any] = []
 
     def open_page(
-        *, config: dict[str, Any] | None = None, init: str = "", header_html: str = "", **context: Any
+        *,
+        config: dict[str, Any] | None = None,
+        init: str = "",
+        header_html: str = "",
+        body_class: str = "",
+        **context: Any,
     ) -> Any:
         ctx = browser.new_context(**context)
         contexts.append(ctx)
-        patch = PAGE_PATCH % (json.dumps(config or {}), json.dumps(header_html))
+        patch = PAGE_PATCH % (json.dumps(config or {}), json.dumps(header_html), json.dumps(body_class))
         ctx.add_init_script(SENT_RECORDER + init + patch)
         page = ctx.new_page()
         page.set_default_timeout(TIMEOUT_MS)
@@ -507,6 +513,18 @@ def test_the_pre_chat_form_comes_before_the_first_message(open_chat: Any) -> Non
     skipped.locator("#prechat-skip").click()
     expect(skipped.locator("#composer")).to_be_visible()
     assert not any(frame["type"] == "profile" for frame in skipped.evaluate("window.__sent"))
+
+
+@pytest.mark.parametrize("width", [320, 400])
+def test_the_widget_layout_fills_its_frame_and_fits(open_chat: Any, width: int) -> None:
+    close = '<button id="close-widget" type="button" aria-label="Close chat">x</button>'
+    page = open_chat(body_class="widget", header_html=close, viewport={"width": width, "height": 560}, has_touch=True)
+    box = page.locator("main.chat").bounding_box()
+    assert box is not None and abs(box["height"] - 560) <= 1 and abs(box["width"] - width) <= 1
+    answered(page, MARKDOWN_PROMPT)
+    assert_fits(page)
+    for control in ("#close-widget", "#new-conversation", "#send"):
+        expect(page.locator(control)).to_be_in_viewport()
 
 
 HOST = """
