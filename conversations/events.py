@@ -41,6 +41,7 @@ CUSTOMER_FRAMES: dict[str, set[str]] = {
     "feedback": {"type", "message_id", "feedback"},
     "satisfaction": {"type", "score"},
     "error": {"type", "code", "detail"},
+    "typing": {"type", "who", "name"},  # only an agent's: a customer never hears their own typing
 }
 # Not "model", "model_version" nor "grounding": which version answered, and from which knowledge
 # entries (ids, scores), is the agents' business. "sources" is the entries' questions, and empty
@@ -131,6 +132,16 @@ def done_event(
     return {**frame, "sources": sources} if sources else frame
 
 
+def typing_event(*, who: str, name: str) -> dict[str, Any]:
+    """Someone is typing in the conversation: ``who`` "agent" (the customer sees it) or "customer"
+    (the agents watching see it). Sent at most once a second a socket (``chat.services.TypingThrottle``)."""
+    return {"type": "typing", "who": who, "name": name}
+
+
+def typing_sent(conversation_id: UUID | str, *, who: str, name: str) -> Event:
+    return to_conversation(conversation_id, typing_event(who=who, name=name))
+
+
 def status_event(conversation_payload: dict[str, Any]) -> dict[str, Any]:
     """The conversation's state changed: who holds it, whether it is closed."""
     return {"type": "status", "conversation": conversation_payload}
@@ -148,6 +159,8 @@ def for_customer(payload: dict[str, Any]) -> dict[str, Any] | None:
     if allowed is None:
         return None
     frame = {k: v for k, v in payload.items() if k in allowed}
+    if frame["type"] == "typing" and frame.get("who") != "agent":
+        return None
     if frame["type"] == "done":
         frame.update(_customer_error(frame))
     if "message" in frame:
@@ -172,7 +185,7 @@ def for_customer(payload: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _customer_message(message: Any) -> dict[str, Any] | None:
-    if not isinstance(message, dict) or message.get("role") == "system":
+    if not isinstance(message, dict):
         return None
     return {**_only(message, CUSTOMER_MESSAGE_KEYS), **_customer_error(message)}
 

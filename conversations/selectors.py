@@ -71,7 +71,8 @@ def feedback_payload(feedback: Feedback) -> dict[str, Any]:
 
 
 def conversation_history(conversation: Conversation) -> list[dict[str, Any]]:
-    messages = list(conversation.messages.exclude(role=Message.Role.SYSTEM).select_related("author", "model_version"))
+    # With the system lines ("Dana joined the conversation."): the customer and the agents both read them.
+    messages = list(conversation.messages.select_related("author", "model_version"))
     lines = knowledge_selectors.source_lines(m.grounding for m in messages)
     return [message_payload(m, sources=line) for m, line in zip(messages, lines, strict=True)]
 

@@ -65,7 +65,15 @@
       setStatus(frame.conversation);
       page.dataset.watching = "1"; // live from here on
     },
-    message(frame) { if (forThisConversation(frame)) renderMessage(frame.message); },
+    message(frame) {
+      if (!forThisConversation(frame)) return;
+      renderMessage(frame.message);
+      if (frame.message.role === "customer") showCustomerTyping(false);
+    },
+    // The customer types (their page sends one frame every 2 s while typing): shown for 5 s.
+    typing(frame) {
+      if (forThisConversation(frame) && frame.who === "customer") showCustomerTyping(true, frame.name);
+    },
     delta(frame) {
       if (!forThisConversation(frame)) return;
       const li = messageItem(frame.message_id);
@@ -234,8 +242,36 @@
   const list = $("transcript");
   const messageItem = (id) => (list ? list.querySelector(`li[data-id="${CSS.escape(String(id))}"]`) : null);
 
+  // "Customer is typing…", under the transcript; gone 5 s after the last typing frame.
+  let typingTimer = null;
+  function showCustomerTyping(on, name) {
+    const composer = $("agent-composer");
+    if (!composer) return;
+    let line = $("customer-typing");
+    if (!line) {
+      line = document.createElement("p");
+      line.id = "customer-typing";
+      line.className = "typing";
+      composer.before(line);
+    }
+    clearTimeout(typingTimer);
+    line.textContent = on ? `${name || "Customer"} is typing…` : "";
+    line.hidden = !on;
+    if (on) typingTimer = setTimeout(() => showCustomerTyping(false), 5000);
+  }
+
+  // The holder's typing, for the customer ("Dana is typing…"): one frame every 2 s at most.
+  let typingSentAt = 0;
+  function agentTyped() {
+    if (status !== "agent" || holder !== me || !socket || socket.readyState !== WebSocket.OPEN) return;
+    const now = Date.now();
+    if (now - typingSentAt < 2000) return;
+    typingSentAt = now;
+    socket.send(JSON.stringify({ type: "typing", conversation_id: conversationId }));
+  }
+
   function renderMessage(message) {
-    if (!list || message.role === "system") return;
+    if (!list) return;
     let li = messageItem(message.id);
     if (!li) {
       li = $("message-template").content.firstElementChild.cloneNode(true);
@@ -452,6 +488,7 @@
     input.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); submit(); }
     });
+    input.addEventListener("input", agentTyped);
     document.addEventListener("keydown", onKey);
     updateControls();
   }

@@ -8,6 +8,7 @@ through ``events.for_customer``. The frames are documented in docs/protocol.md.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -41,6 +42,10 @@ class ChatConsumer(JsonSocket):
     address: str = "unknown"
     registered: bool = False  # counted among the customer's open sockets (limits.socket_register)
     keepalive: asyncio.Task[None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.typing = services.TypingThrottle()  # this socket's own: at most one typing frame a second
 
     async def connect(self) -> None:
         self.address = limits.scope_ip(self.scope)[1]
@@ -149,6 +154,11 @@ class ChatConsumer(JsonSocket):
             }
         )
 
+    async def on_typing(self, frame: dict[str, Any]) -> None:
+        """The customer types: throttled here, then for the agents only while a person is involved."""
+        if self.typing.allow(time.monotonic()):
+            await database_sync_to_async(services.customer_typing_send)(conversation=self.conversation)
+
     async def on_satisfaction(self, frame: dict[str, Any]) -> None:
         conversation = await database_sync_to_async(services.satisfaction_set)(
             conversation=self.conversation, score=frame.get("score")
@@ -171,6 +181,7 @@ class ChatConsumer(JsonSocket):
         "feedback": on_feedback,
         "satisfaction": on_satisfaction,
         "profile": on_profile,
+        "typing": on_typing,
     }
 
     async def _watch(self, conversation: Conversation) -> None:

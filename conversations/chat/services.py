@@ -278,6 +278,17 @@ def conversation_move(
     return Transition(conversation, stopped)
 
 
+def system_line_write(*, conversation: Conversation, text: str, author: User | None = None) -> Message:
+    """A line in the thread that says who holds the conversation now ("Dana joined the
+    conversation."): role SYSTEM, shown to the customer and the agents, and kept out of prompts,
+    datasets, inbox counts and the rate limit (each of those skips ``Message.Role.SYSTEM``)."""
+    line = Message.objects.create(
+        conversation=conversation, role=Message.Role.SYSTEM, text=text, status=Message.Status.COMPLETE, author=author
+    )
+    events.send_on_commit(events.message_sent(line))
+    return line
+
+
 def check_open(conversation: Conversation) -> None:
     if conversation.status == Conversation.Status.CLOSED:
         raise ChatError("conversation_closed", "This conversation is closed.")
@@ -291,6 +302,37 @@ def handoff_request(*, conversation: Conversation) -> Transition:
     if not rules.bot_may_write(conversation.status):
         return Transition(conversation, None, changed=False)  # already waiting, or with an agent
     return conversation_move(conversation, Conversation.Status.WAITING, None, alert=True)
+
+
+# Typing: who is writing now, shown to the other side. Nothing is stored.
+
+TYPING_MIN_INTERVAL_S = 1.0  # a socket's typing frames closer together than this are ignored
+
+
+@dataclass
+class TypingThrottle:
+    """One socket's typing frames: at most one a ``interval_s``; the page sends one every 2 s while
+    the person types, so a flood costs a comparison each and reaches nobody."""
+
+    interval_s: float = TYPING_MIN_INTERVAL_S
+    last: float = float("-inf")
+
+    def allow(self, now: float) -> bool:
+        if now - self.last < self.interval_s:
+            return False
+        self.last = now
+        return True
+
+
+def customer_typing_send(*, conversation: Conversation) -> bool:
+    """Tell the agents watching that the customer types, with the name they gave (read fresh: the
+    pre-chat form may have set it since the socket opened); only while a person holds or is asked
+    for the conversation (the bot does not wait for anyone). False when nothing was sent."""
+    row = Conversation.objects.filter(id=conversation.id).values_list("status", "customer__display_name").first()
+    if row is None or row[0] not in (Conversation.Status.WAITING, Conversation.Status.AGENT):
+        return False
+    events.send_on_commit(events.typing_sent(conversation.id, who="customer", name=row[1] or ""))
+    return True
 
 
 # Ratings: what teaches the bot.

@@ -38,3 +38,4 @@ def chat_page(request: HttpRequest) -> HttpResponse:
             "widget": False,
         },
     )
+

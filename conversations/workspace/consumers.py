@@ -6,12 +6,14 @@ forward what the agents' group and the watched conversation's group carry. docs/
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
 
 from .. import events, roles, selectors
+from ..chat.services import TypingThrottle
 from ..errors import ChatError
 from ..models import Conversation
 from ..sockets import RoleCheckedConsumer, error_frame, handler_for, parse_frame
@@ -23,6 +25,10 @@ class AgentConsumer(RoleCheckedConsumer):
     """An agent's socket: the live inbox, and the conversation the agent has open (``watch``)."""
 
     watching: str | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.typing = TypingThrottle()  # this socket's own: at most one typing frame a second
 
     def role_allows(self, user: Any) -> bool:
         return roles.is_agent(user)
@@ -93,10 +99,15 @@ class AgentConsumer(RoleCheckedConsumer):
             payload = await database_sync_to_async(selectors.message_payload)(result.customer_message)
             await self.send_json({**events.message_event(payload), "conversation_id": str(conversation.id)})
 
+    async def on_typing(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        if self.typing.allow(time.monotonic()):
+            await database_sync_to_async(services.agent_typing_send)(conversation=conversation, agent=self.user)
+
     HANDLERS = {
         "watch": on_watch,
         "takeover": on_takeover,
         "hand_back": on_hand_back,
         "close": on_close,
         "message": on_message,
+        "typing": on_typing,
     }

@@ -93,14 +93,16 @@ def inbox(filters: InboxFilters) -> QuerySet[Conversation]:
 
 
 def messages_matching(query: str) -> QuerySet[Message]:
-    """Full-text search on PostgreSQL (stemmed, web-search syntax); a substring match elsewhere."""
+    """Full-text search on PostgreSQL (stemmed, web-search syntax); a substring match elsewhere.
+    Not the system lines: searching an agent's name finds what people wrote, not every takeover."""
+    said = Message.objects.exclude(role=Message.Role.SYSTEM)
     if connection.vendor == "postgresql":
         from django.contrib.postgres.search import SearchQuery, SearchVector
 
-        return Message.objects.annotate(search=SearchVector("text", config="english")).filter(
+        return said.annotate(search=SearchVector("text", config="english")).filter(
             search=SearchQuery(query, config="english", search_type="websearch")
         )
-    return Message.objects.filter(text__icontains=query)
+    return said.filter(text__icontains=query)
 
 
 def transcript(conversation: Conversation) -> list[Message]:

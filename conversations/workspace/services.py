@@ -17,6 +17,7 @@ from ..chat.services import (
     check_open,
     conversation_locked,
     conversation_move,
+    system_line_write,
     validate_client_id,
     validate_text,
 )
@@ -35,7 +36,27 @@ def conversation_takeover(*, conversation: Conversation, agent: User) -> Transit
     check_open(conversation)
     if conversation.status == Conversation.Status.AGENT and conversation.agent_id not in (None, agent.id):
         raise ChatError("held_by_another_agent", f"{roles.display_name(conversation.agent)} holds this conversation.")
-    return conversation_move(conversation, Conversation.Status.AGENT, agent)
+    joins = conversation.status != Conversation.Status.AGENT  # a second takeover: nobody joined
+    transition = conversation_move(conversation, Conversation.Status.AGENT, agent)
+    if joins:
+        system_line_write(conversation=conversation, text=joined_text(agent), author=agent)
+    return transition
+
+
+def joined_text(agent: User) -> str:
+    return f"{roles.display_name(agent)} joined the conversation."
+
+
+def left_text(agent: User | None) -> str:
+    """The line when the holder hands back; without one (a waiting conversation handed back),
+    only that the assistant answers again."""
+    if agent is None:
+        return "The assistant answers again."
+    return f"{roles.display_name(agent)} left; the assistant answers again."
+
+
+def closed_text(agent: User) -> str:
+    return f"{roles.display_name(agent)} closed the conversation."
 
 
 @transaction.atomic
@@ -47,7 +68,10 @@ def conversation_hand_back(*, conversation: Conversation, agent: User) -> Transi
     conversation = conversation_locked(conversation)
     if conversation.status != Conversation.Status.WAITING:
         _check_holder(conversation, agent)
-    return conversation_move(conversation, Conversation.Status.BOT, None)
+    holder = conversation.agent if conversation.status == Conversation.Status.AGENT else None
+    transition = conversation_move(conversation, Conversation.Status.BOT, None)
+    system_line_write(conversation=conversation, text=left_text(holder), author=agent)
+    return transition
 
 
 @transaction.atomic
@@ -56,6 +80,8 @@ def conversation_close(*, conversation: Conversation, agent: User) -> Transition
     check_open(conversation)
     if conversation.status == Conversation.Status.AGENT:
         _check_holder(conversation, agent)
+    # Written before the move, so the line comes before the closed status in the thread.
+    system_line_write(conversation=conversation, text=closed_text(agent), author=agent)
     return conversation_move(conversation, Conversation.Status.CLOSED, conversation.agent)
 
 
@@ -65,6 +91,16 @@ def _check_holder(conversation: Conversation, agent: User) -> None:
         raise ChatError("not_with_agent", "No agent holds this conversation; take it over first.")
     if conversation.agent_id != agent.id and not agent.is_staff:
         raise ChatError("held_by_another_agent", f"{roles.display_name(conversation.agent)} holds this conversation.")
+
+
+def agent_typing_send(*, conversation: Conversation, agent: User) -> bool:
+    """Tell the customer that the agent holding the conversation types ("Dana is typing…");
+    from anyone else, nothing. False when nothing was sent."""
+    fresh = Conversation.objects.filter(id=conversation.id).values_list("status", "agent_id").first()
+    if fresh is None or fresh != (Conversation.Status.AGENT, agent.id):
+        return False
+    events.send_on_commit(events.typing_sent(conversation.id, who="agent", name=roles.display_name(agent)))
+    return True
 
 
 def agent_message_send(

@@ -149,13 +149,19 @@ def test_a_customer_asks_for_a_person_and_an_agent_takes_over_live(
     customer.wait_for_function("() => document.querySelector('#csat-thanks').textContent === 'Thank you!'")
     conversation = Conversation.objects.get()
     assert (conversation.status, conversation.satisfaction) == ("closed", 4)
-    assert list(conversation.messages.values_list("role", flat=True)) == [
+    assert list(conversation.messages.exclude(role="system").values_list("role", flat=True)) == [
         "customer",
         "bot",
         "agent",
         "customer",
         "customer",
         "bot",
+    ]
+    # Each change of hands left a line in the thread (tests/conversations/test_system_lines.py).
+    assert list(conversation.messages.filter(role="system").values_list("text", flat=True)) == [
+        "Dana joined the conversation.",
+        "Dana left; the assistant answers again.",
+        "Dana closed the conversation.",
     ]
     assert Message.objects.get(role="agent").author == agent_user
     assert dialogs == []

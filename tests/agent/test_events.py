@@ -33,5 +33,9 @@ def test_it_strips_unknown_keys_at_every_level() -> None:
     assert events.for_customer(message) == {"type": "message", "message": {"id": 1, "role": "bot", "text": "Hi"}}
 
 
-def test_it_drops_system_messages() -> None:
-    assert events.for_customer(events.message_event({"id": 1, "role": "system", "text": "internal"})) is None
+def test_it_passes_the_system_lines_that_say_who_joined_or_left() -> None:
+    line = {"id": 1, "role": "system", "text": "Dana joined the conversation.", "model_version": "v-secret"}
+    assert events.for_customer(events.message_event(line)) == {
+        "type": "message",
+        "message": {"id": 1, "role": "system", "text": "Dana joined the conversation."},
+    }

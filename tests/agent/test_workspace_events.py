@@ -22,8 +22,13 @@ def test_a_takeover_cancels_the_pending_reply_and_tells_the_customer_and_the_inb
     assert reply is not None
     with capture_events() as sent:
         workspace_services.conversation_takeover(conversation=conversation, agent=agent_user)
-    assert sent.frames() == [("conversation", "done"), ("conversation", "status"), ("agents", "inbox")]
-    done, status = sent.to_conversation()
+    assert sent.frames() == [
+        ("conversation", "done"),
+        ("conversation", "status"),
+        ("agents", "inbox"),
+        ("conversation", "message"),  # "Dana joined the conversation." (tests/conversations/test_system_lines.py)
+    ]
+    done, status, _ = sent.to_conversation()
     assert (done["message_id"], done["status"]) == (reply.id, Message.Status.CANCELLED)
     assert (status["conversation"]["status"], status["conversation"]["agent"]) == ("agent", "Dana")
     assert sent.to_agents()[0]["alert"] is False
@@ -35,7 +40,7 @@ def test_handing_back_tells_the_customer_and_the_inbox(
     workspace_services.conversation_takeover(conversation=conversation, agent=agent_user)
     with capture_events() as sent:
         workspace_services.conversation_hand_back(conversation=conversation, agent=agent_user)
-    assert sent.frames() == [("conversation", "status"), ("agents", "inbox")]
+    assert sent.frames() == [("conversation", "status"), ("agents", "inbox"), ("conversation", "message")]
     assert sent.to_conversation()[0]["conversation"]["status"] == Conversation.Status.BOT
 
 
@@ -44,7 +49,7 @@ def test_closing_tells_the_customer_and_the_inbox(
 ) -> None:
     with capture_events() as sent:
         workspace_services.conversation_close(conversation=conversation, agent=agent_user)
-    assert sent.frames() == [("conversation", "status"), ("agents", "inbox")]
+    assert sent.frames() == [("conversation", "message"), ("conversation", "status"), ("agents", "inbox")]
     assert sent.to_agents()[0]["conversation"]["status"] == Conversation.Status.CLOSED
 
 

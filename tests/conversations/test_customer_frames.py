@@ -206,7 +206,10 @@ def test_it_filters_a_history_frame_built_for_agents() -> None:
     frame = {
         "type": "history",
         "conversation": {"id": "c", "status": "bot", "note": "SECRET"},
-        "messages": [{"id": 1, "role": "system", "text": "SECRET"}, failed],
+        "messages": [
+            {"id": 1, "role": "system", "text": "Dana joined the conversation.", "grounding": "SECRET"},
+            failed,
+        ],
         "feedback": {"2": {"positive": False, "reason": "rude", "comment": "", "author": "SECRET"}},
         "worker": "online",
         "worker_online": True,
@@ -216,7 +219,8 @@ def test_it_filters_a_history_frame_built_for_agents() -> None:
     assert filtered is not None
     assert_customer_safe([filtered])
     assert filtered["messages"] == [
-        {"id": 2, "role": "bot", "status": "failed", "error": events.REPLY_FAILED_TEXT, "error_code": "reply_failed"}
+        {"id": 1, "role": "system", "text": "Dana joined the conversation."},
+        {"id": 2, "role": "bot", "status": "failed", "error": events.REPLY_FAILED_TEXT, "error_code": "reply_failed"},
     ]
     assert events.for_customer(filtered) == filtered
 

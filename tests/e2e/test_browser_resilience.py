@@ -28,7 +28,10 @@ LONG_REPLY = " ".join(f"story{i:03d}" for i in range(300))
 DROP_PROMPT = "Another very long story, please."
 DROP_REPLY = " ".join(f"saga{i:03d}" for i in range(500))  # still streaming when the page is back
 XSS_PROMPT = "Show me some markup."
-XSS_REPLY = 'Look: <img src=x onerror="window.__xss=1"> and <script>window.__xss=1</script> and <b>bold</b> done.'
+XSS_REPLY = (
+    'Look: <img src=x onerror="window.__xss=1"> and <script>window.__xss=1</script> and <b>bold</b> and'
+    " [a markdown link](javascript:window.__xss=1) done."  # replies are markdown now: no javascript: link
+)
 DEFAULT_REPLY = "Thanks for writing in: how can I help?"
 SCRIPT = {LONG_PROMPT: LONG_REPLY, DROP_PROMPT: DROP_REPLY, XSS_PROMPT: XSS_REPLY}
 
@@ -388,7 +391,7 @@ def test_markup_written_by_the_model_is_shown_as_text(up: LiveSystem, open_chat:
         shown = bubble(page, reply)
         expect(shown).to_have_class("msg bot complete")
         expect(shown.locator(".body")).to_have_text(XSS_REPLY)
-        assert shown.locator(".body img, .body script, .body b").count() == 0
+        assert shown.locator(".body img, .body script, .body b, .body a").count() == 0
         assert page.locator("#messages img, #messages script").count() == 0
         assert page.evaluate("typeof window.__xss") == "undefined"
 
