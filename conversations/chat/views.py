@@ -38,4 +38,3 @@ def chat_page(request: HttpRequest) -> HttpResponse:
             "widget": False,
         },
     )
-
