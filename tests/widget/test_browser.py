@@ -4,7 +4,7 @@ The chat (daphne and the fake worker) listens on http://127.0.0.1:PORT. An allow
 served from http://localhost:OTHER (another origin: another host name and port); a disallowed one
 from http://127.0.0.2:OTHER, which ALLOWED_HOSTS does not name either, so the socket's own origin
 check refuses it too. The end-to-end chat needs chat.js's host hook (window.chatHost: the frame's
-token); it is skipped, saying so, until static/chat.js has it.
+token).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,11 +25,6 @@ from tests.e2e.live import LiveSystem
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
-HAS_HOST_HOOK = "chatHost" in (ROOT / "static" / "chat.js").read_text()
-needs_host_hook = pytest.mark.skipif(
-    not HAS_HOST_HOOK, reason="static/chat.js has no window.chatHost hook yet (docs/widget.md)"
-)
 LAUNCHER = "chatbot-widget >> button.launcher"  # Playwright's CSS pierces the open shadow root
 FRAME = "chatbot-widget >> iframe"
 
@@ -226,7 +220,6 @@ def test_a_disallowed_origin_cannot_start_a_session_nor_open_a_socket(
     ctx.close()
 
 
-@needs_host_hook
 def test_a_customer_chats_in_the_widget_and_gets_a_streamed_reply(
     fake_system: LiveSystem, browser: Any, shop: HostPage, site: WidgetSite, agent_user: Any
 ) -> None:
@@ -263,7 +256,6 @@ def test_a_customer_chats_in_the_widget_and_gets_a_streamed_reply(
     ctx.close()
 
 
-@needs_host_hook
 def test_two_browsers_are_two_customers_who_never_see_each_other(
     fake_system: LiveSystem, browser: Any, shop: HostPage, site: WidgetSite
 ) -> None:
