@@ -26,6 +26,7 @@ urlpatterns = [
     path("agent/messages/<int:message_id>/feedback", workspace.message_feedback, name="agent-feedback"),
     path("agent/messages/<int:message_id>/correction", workspace.message_correction, name="agent-correction"),
     path("agent/customers/<uuid:customer_id>/erase", workspace.customer_erase, name="agent-customer-erase"),
+    path("agent/customers/<uuid:customer_id>/sign-out", widget.customer_sign_out, name="agent-customer-sign-out"),
     path("agent/knowledge/", knowledge.knowledge_page, name="agent-knowledge"),
     path("agent/knowledge/approve", knowledge.entries_approve, name="agent-knowledge-approve"),
     path("agent/knowledge/merge", knowledge.entries_merge, name="agent-knowledge-merge"),

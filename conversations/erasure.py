@@ -27,6 +27,7 @@ from django.utils import timezone
 from finetuning.models import DatasetSnapshot, Example, ModelVersion, TrainingSettings
 from finetuning.redaction import redact
 
+from . import events
 from .models import Conversation, Correction, Customer, Feedback, Message, token_nonce_new
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def customer_erase(*, customer_id: Any) -> Erasure:
         Customer.objects.filter(id=customer.id).update(
             display_name="", address=None, email="", external_id="", token_nonce=token_nonce_new()
         )
+        events.send_on_commit(events.customer_signed_out(customer.id))  # its widget sockets close now
     log.info("erased customer %s: %s", erasure.customer_id, erasure.describe())
     return erasure
 

@@ -74,6 +74,20 @@ def group_name(conversation_id: UUID | str) -> str:
     return f"conversation.{conversation_id}"
 
 
+# A widget customer's own sockets (those that came with a token), whatever conversation they show:
+# what closes them all when the customer's tokens are revoked.
+SIGNED_OUT = "signed_out"
+
+
+def customer_group(customer_id: UUID | str) -> str:
+    return f"customer.{customer_id}"
+
+
+def customer_signed_out(customer_id: UUID | str) -> Event:
+    """Every token socket of the customer closes with 4401 (``ChatConsumer``); agents hear nothing."""
+    return Event(customer_group(customer_id), {"type": SIGNED_OUT})
+
+
 @dataclass(frozen=True)
 class Event:
     """A frame and its recipients: one conversation's group, or the agents' group."""
@@ -218,6 +232,14 @@ async def conversation_join(conversation_id: UUID | str, channel_name: str) -> N
 
 async def conversation_leave(conversation_id: UUID | str, channel_name: str) -> None:
     await channel_layer().group_discard(group_name(conversation_id), channel_name)
+
+
+async def customer_join(customer_id: UUID | str, channel_name: str) -> None:
+    await channel_layer().group_add(customer_group(customer_id), channel_name)
+
+
+async def customer_leave(customer_id: UUID | str, channel_name: str) -> None:
+    await channel_layer().group_discard(customer_group(customer_id), channel_name)
 
 
 async def publish_agents(payload: dict[str, Any]) -> None:

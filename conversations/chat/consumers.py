@@ -41,6 +41,7 @@ class ChatConsumer(JsonSocket):
     conversation: Conversation
     address: str = "unknown"
     registered: bool = False  # counted among the customer's open sockets (limits.socket_register)
+    by_token: bool = False  # a widget's socket: in the customer's group, closed when their tokens are revoked
     keepalive: asyncio.Task[None] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -67,6 +68,9 @@ class ChatConsumer(JsonSocket):
             return
         self.registered = True
         self.keepalive = asyncio.create_task(self._keep_registered())
+        if self._has_token():
+            self.by_token = True
+            await events.customer_join(customer.id, self.channel_name)
         await self.accept()
         await self._watch(conversation)
 
@@ -88,6 +92,8 @@ class ChatConsumer(JsonSocket):
         if self.registered:
             self.registered = False
             await limited(limits.socket_unregister, customer_id=str(self.customer.id), channel=self.channel_name)
+        if self.by_token:
+            await events.customer_leave(self.customer.id, self.channel_name)
         if hasattr(self, "conversation"):
             await events.conversation_leave(self.conversation.id, self.channel_name)
 
@@ -107,6 +113,9 @@ class ChatConsumer(JsonSocket):
             await self.close(code=CLOSE_NOT_FOUND)
 
     async def conversation_event(self, event: dict[str, Any]) -> None:
+        if event["payload"].get("type") == events.SIGNED_OUT:  # the customer's tokens were revoked
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
         await self.send_json(event["payload"])
 
     async def send_json(self, payload: dict[str, Any]) -> None:
@@ -194,10 +203,13 @@ class ChatConsumer(JsonSocket):
         values = parse_qs(self.scope.get("query_string", b"").decode()).get(name)
         return values[0] if values else ""
 
+    def _has_token(self) -> bool:
+        return "token" in parse_qs(self.scope.get("query_string", b"").decode(), keep_blank_values=True)
+
     def _customer(self) -> Customer | None:
         """The widget's customer by its signed token when the query has one (a bad token gets
         nothing, not the session's customer), else the page's by its session cookie."""
-        if "token" in parse_qs(self.scope.get("query_string", b"").decode(), keep_blank_values=True):
+        if self._has_token():
             return widget_services.customer_of_token(self._query("token"))
         return services.customer_of_session(self.scope["session"])
 

@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 
+from .. import events
 from ..errors import ChatError
 from ..models import Conversation, Customer, WidgetSite, token_nonce_new
 from .models import identity_secret_new
@@ -63,9 +64,15 @@ def customer_of_token(token: str) -> Customer | None:
     return customer
 
 
-def customer_tokens_revoke(*, customer_id: Any) -> None:
-    """Every token given out for the customer stops working; the next widget visit starts afresh."""
-    Customer.objects.filter(id=customer_id).update(token_nonce=token_nonce_new())
+def customer_tokens_revoke(*, customer_id: Any) -> int:
+    """Every token given out for the customer stops working, and their open widget sockets close
+    (4401) once this commits: a stolen token gets nothing more. An anonymous customer's next visit
+    starts afresh; a verified one (identity verification) gets a new token for the same customer.
+    Returns how many customers it changed (0: unknown)."""
+    changed = Customer.objects.filter(id=customer_id).update(token_nonce=token_nonce_new())
+    if changed:
+        events.send_on_commit(events.customer_signed_out(customer_id))
+    return changed
 
 
 def identity_hash(*, secret: str, user_id: str) -> str:

@@ -27,7 +27,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .. import limits
-from ..models import Feedback, WidgetSite
+from ..models import Customer, Feedback, WidgetSite
 from ..roles import agent_required
 from . import selectors, services
 from .forms import WidgetSiteForm
@@ -256,3 +256,19 @@ def site_preview(request: HttpRequest, site_id: int) -> HttpResponse:
     """A page of ours that embeds the widget exactly as a host page would."""
     site = get_object_or_404(WidgetSite, id=site_id)
     return render(request, "widget/preview.html", {"site": site})
+
+
+@agent_required
+@require_http_methods(["GET", "POST"])
+def customer_sign_out(request: HttpRequest, customer_id: str) -> HttpResponse:
+    """Any agent: end every widget token of a customer (a customer who says someone else has their
+    device, a token seen where it should not be). GET asks; the POST from that page, carrying the
+    customer's id as the confirmation, revokes them and closes their open widget chats."""
+    customer = get_object_or_404(Customer, id=customer_id)
+    context: dict[str, Any] = {"customer": customer, "back": request.GET.get("conversation", "")}
+    if request.method == "POST" and request.POST.get("confirm") == str(customer.id):
+        services.customer_tokens_revoke(customer_id=customer.id)
+        context["done"] = True
+        return render(request, "widget/sign_out.html", context)
+    context["unconfirmed"] = request.method == "POST"
+    return render(request, "widget/sign_out.html", context, status=400 if context["unconfirmed"] else 200)

@@ -205,6 +205,8 @@ ROUTES = [
     Route("post", "/agent/messages/{reply}/correction", agents_only(200), done=corrected),
     # Erasure is in the agent workspace but for staff alone (tests/conversations/test_erasure.py posts it).
     Route("get", "/agent/customers/{customer}/erase", {**agents_only(200), "agent": FORBIDDEN}),
+    # Signing a customer out of the widget (revoking their tokens): any agent (tests/widget/test_socket.py posts it).
+    Route("get", "/agent/customers/{customer}/sign-out", agents_only(200)),
     # The knowledge page: every agent (and admin) may approve, edit, merge and retire.
     Route("get", "/agent/knowledge/", agents_only(200)),
     Route("get", "/agent/knowledge/?tab=retired&q=hello", agents_only(200)),

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from conversations.models import WidgetSite
+from conversations.models import Conversation, Customer, WidgetSite
 from tests.agent.conftest import customer_client, user_client
 
 from .conftest import SHOP
@@ -121,3 +121,31 @@ def test_an_agent_cannot_change_a_site(site: WidgetSite, agent_user: Any) -> Non
     assert agent.post(f"/agent/widget/{site.id}/", {**FORM, "title": "Hacked"}).status_code == 403
     site.refresh_from_db()
     assert site.title == "Help"
+
+
+def test_an_agent_signs_a_widget_customer_out_after_confirming(client: Any, agent_user: Any) -> None:
+    site = WidgetSite.objects.create(name="Shop", allowed_origins=["https://shop.example.com"])
+    customer = Customer.objects.create(site=site)
+    conversation = Conversation.objects.create(customer=customer)
+    nonce = customer.token_nonce
+    client.force_login(agent_user)
+
+    transcript = client.get(f"/agent/conversations/{conversation.id}/")
+    assert f"/agent/customers/{customer.id}/sign-out?conversation={conversation.id}" in transcript.content.decode()
+    asked = client.get(f"/agent/customers/{customer.id}/sign-out?conversation={conversation.id}")
+    assert asked.status_code == 200 and "next visit starts a new, empty chat" in asked.content.decode()
+    unconfirmed = client.post(f"/agent/customers/{customer.id}/sign-out", {})
+    assert unconfirmed.status_code == 400
+    customer.refresh_from_db()
+    assert customer.token_nonce == nonce  # nothing changed without the confirmation
+
+    done = client.post(f"/agent/customers/{customer.id}/sign-out", {"confirm": str(customer.id)})
+    assert done.status_code == 200 and "is signed out of the widget" in done.content.decode()
+    customer.refresh_from_db()
+    assert customer.token_nonce != nonce
+
+
+def test_the_transcript_of_a_page_customer_offers_no_widget_sign_out(client: Any, agent_user: Any) -> None:
+    conversation = Conversation.objects.create(customer=Customer.objects.create())
+    client.force_login(agent_user)
+    assert "sign-out" not in client.get(f"/agent/conversations/{conversation.id}/").content.decode()

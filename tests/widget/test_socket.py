@@ -170,3 +170,33 @@ async def test_the_page_at_slash_still_uses_its_session(customer: Any) -> None:
     connected, code = await socket.connect()
     assert connected, code
     await socket.disconnect()
+
+
+async def test_revoking_closes_the_customers_open_widget_sockets_and_nobody_elses(
+    site: WidgetSite, customer: Any
+) -> None:
+    victim, token, _ = await widget_customer(site)
+    bystander, other_token, _ = await widget_customer(site)
+    sockets = [token_socket(f"token={quote(token)}"), token_socket(f"token={quote(other_token)}")]
+    session_socket = token_socket("", cookie=await customer_session(customer))
+    for socket in [*sockets, session_socket]:
+        assert (await socket.connect())[0]
+        assert (await socket.receive_json_from(timeout=5))["type"] == "history"
+
+    await database_sync_to_async(services.customer_tokens_revoke)(customer_id=victim.id)
+    closed = await sockets[0].receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4401}  # the thief's open chat ends now
+    assert await sockets[1].receive_nothing(timeout=0.3)  # another customer's widget chat goes on
+    assert await session_socket.receive_nothing(timeout=0.1)
+    assert await refused_with(f"token={quote(token)}") == 4401  # and the token opens nothing more
+    for socket in (sockets[1], session_socket):
+        await socket.disconnect()
+
+
+async def test_erasing_a_customer_closes_their_open_widget_socket(site: WidgetSite) -> None:
+    customer, token, _ = await widget_customer(site)
+    socket = token_socket(f"token={quote(token)}")
+    assert (await socket.connect())[0]
+    await socket.receive_json_from(timeout=5)
+    await database_sync_to_async(erasure.customer_erase)(customer_id=customer.id)
+    assert await socket.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
