@@ -12,11 +12,13 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.conf import settings
 
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Customer, Message, WidgetSite
+from conversations.widget.services import customer_token
 from conversations.workspace import services as workspace_services
 from tests.e2e.browser import signed_in_context
 from tests.e2e.live import LiveSystem
@@ -530,7 +532,7 @@ def test_the_widget_layout_fills_its_frame_and_fits(open_chat: Any, width: int) 
 HOST = """
 window.__notified = [];
 window.chatHost = {
-  ready: async () => ({ token: "signed-token" }),
+  ready: async () => ({ token: TOKEN }),
   renew: async () => {},
   notify: (event) => window.__notified.push(event),
 };
@@ -538,10 +540,16 @@ window.chatHost = {
 
 
 def test_the_host_hook_gives_the_token_and_hears_finished_messages_and_close(open_chat: Any) -> None:
+    site = WidgetSite.objects.create(name="Shop", allowed_origins=["https://shop.example.com"])
+    customer = Customer.objects.create(site=site)
+    token = customer_token(customer=customer)
     close = '<button id="close-widget" type="button" aria-label="Close chat">x</button>'
-    page = open_chat(init=HOST, header_html=close)
-    assert "token=signed-token" in page.evaluate("window.__sockets")[0]
+    page = open_chat(init=HOST.replace("TOKEN", json.dumps(token)), header_html=close)
+    assert parse_qs(urlsplit(page.evaluate("window.__sockets")[0]).query)["token"] == [token]
     answered(page, "Hello there")
+    assert (
+        Conversation.objects.get(customer=customer).messages.filter(text="Hello there").exists()
+    )  # the token's customer's
     expect(page.locator("li.msg.bot.complete")).to_have_count(1)
     page.wait_for_function("window.__notified.length > 0")
     assert page.evaluate("window.__notified") == [{"type": "message", "role": "bot", "text": DEFAULT_REPLY}]
