@@ -29,6 +29,12 @@ class IdentityRefused(Exception):
     """The host page's user id and hash do not match: nothing is created."""
 
 
+def site_delete(*, site: WidgetSite) -> None:
+    """The site gone: its snippet stops loading and its tokens stop opening sockets (a token names
+    its site). Its customers and their conversations stay, for the inbox and for training."""
+    site.delete()
+
+
 def site_secret_regenerate(*, site: WidgetSite) -> WidgetSite:
     """A new identity secret: hashes made with the old one no longer verify (the host's server
     must sign with the new one); tokens already given out stay valid."""

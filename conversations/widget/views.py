@@ -217,37 +217,46 @@ def site_detail(request: HttpRequest, site_id: int) -> HttpResponse:
     return render(request, "widget/site_detail.html", context, status=400 if request.method == "POST" else 200)
 
 
-@staff_required
-@require_http_methods(["GET", "POST"])
-def site_secret(request: HttpRequest, site_id: int) -> HttpResponse:
-    """GET asks to confirm; the POST from that page (its confirmation field set) makes a new secret."""
-    site = get_object_or_404(WidgetSite, id=site_id)
+def _confirmed_or_asked(
+    request: HttpRequest, site: WidgetSite, action: str, act: Callable[[], HttpResponse]
+) -> HttpResponse:
+    """The POST from the confirmation page (its ``confirm`` field set to the site's key) acts;
+    a GET asks; a POST without the confirmation changes nothing and asks again (400)."""
     if request.method == "POST" and request.POST.get("confirm") == site.key:
-        services.site_secret_regenerate(site=site)
-        return HttpResponseRedirect(reverse("agent-widget-site", args=[site.id]) + "?saved=1")
+        return act()
     unconfirmed = request.method == "POST"
     return render(
         request,
         "widget/site_confirm.html",
-        {"site": site, "action": "secret", "unconfirmed": unconfirmed},
+        {"site": site, "action": action, "unconfirmed": unconfirmed},
         status=400 if unconfirmed else 200,
     )
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def site_secret(request: HttpRequest, site_id: int) -> HttpResponse:
+    """A new identity secret, once confirmed."""
+    site = get_object_or_404(WidgetSite, id=site_id)
+
+    def regenerate() -> HttpResponse:
+        services.site_secret_regenerate(site=site)
+        return HttpResponseRedirect(reverse("agent-widget-site", args=[site.id]) + "?saved=1")
+
+    return _confirmed_or_asked(request, site, "secret", regenerate)
 
 
 @staff_required
 @require_http_methods(["GET", "POST"])
 def site_delete(request: HttpRequest, site_id: int) -> HttpResponse:
+    """The site and its snippet gone, once confirmed (its customers' conversations stay)."""
     site = get_object_or_404(WidgetSite, id=site_id)
-    if request.method == "POST" and request.POST.get("confirm") == site.key:
-        site.delete()
+
+    def delete() -> HttpResponse:
+        services.site_delete(site=site)
         return HttpResponseRedirect(reverse("agent-widget"))
-    unconfirmed = request.method == "POST"
-    return render(
-        request,
-        "widget/site_confirm.html",
-        {"site": site, "action": "delete", "unconfirmed": unconfirmed},
-        status=400 if unconfirmed else 200,
-    )
+
+    return _confirmed_or_asked(request, site, "delete", delete)
 
 
 @staff_required
