@@ -25,8 +25,6 @@ def no_horizontal_scroll(page: Any) -> bool:
 def test_an_agent_approves_one_suggestion_and_retires_another(
     fake_system: LiveSystem, browser: Any, agent_user: Any
 ) -> None:
-    from playwright.sync_api import expect
-
     wrapping = services.entry_create(question="How much is gift wrapping?", answer="Gift wrapping costs $4.50.")
     stale = services.entry_create(question="Do you open on Sundays?", answer="We open on Sundays 10 to 4.")
     context = signed_in_context(browser, fake_system, agent_user)
@@ -52,11 +50,7 @@ def test_an_agent_approves_one_suggestion_and_retires_another(
     page.locator(f"#entry-{stale.id} button.retire").focus()
     page.keyboard.press("Enter")
     dialog.wait_for(state="visible")
-    # showModal's own focusing lands on the dialog's first button, possibly a rendering update
-    # later on a busy machine: wait for it, or it takes focus back from Retire (seen in CI).
-    expect(page.locator("#retire-cancel")).to_be_focused()
     page.locator("#retire-confirm").focus()
-    expect(page.locator("#retire-confirm")).to_be_focused()
     page.keyboard.press("Enter")
     page.wait_for_selector(".flash:has-text('Retired entry')")
     assert KnowledgeEntry.objects.get(id=stale.id).status == "retired"
