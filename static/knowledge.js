@@ -12,11 +12,15 @@
       event.preventDefault();
       pending = form;
       question.textContent = form.dataset.question;  // as text: an entry's question is never markup
+      dialog.returnValue = "";
       dialog.showModal();
     });
   });
 
+  // "close" is a queued event: one from an earlier opening (Cancel) can arrive after the dialog
+  // was opened again for another entry; it must not forget that entry.
   dialog.addEventListener("close", () => {
+    if (dialog.open) return;
     if (pending && dialog.returnValue === "retire") {
       pending.elements.confirm.value = "yes";
       pending.submit();
