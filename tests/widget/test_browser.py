@@ -115,6 +115,8 @@ def frame_of(page: Any, site: WidgetSite, timeout_s: float = 10) -> Any:
 def test_the_launcher_opens_the_chat_in_an_iframe_of_ours(
     fake_system: LiveSystem, browser: Any, shop: HostPage, site: WidgetSite
 ) -> None:
+    from playwright.sync_api import expect
+
     shop.html = host_html(fake_system, site)
     ctx, page, _ = open_host(browser, f"http://localhost:{shop.port}/")
     launcher = page.locator(LAUNCHER)
@@ -130,7 +132,7 @@ def test_the_launcher_opens_the_chat_in_an_iframe_of_ours(
     assert page.evaluate("getComputedStyle(document.querySelector('#host-text')).color") == "rgb(0, 0, 0)"
 
     launcher.click()
-    assert launcher.get_attribute("aria-expanded") == "true"
+    expect(launcher).to_have_attribute("aria-expanded", "true")
     assert launcher.get_attribute("aria-label") == "Close chat"
     iframe = page.locator(FRAME)
     assert iframe.get_attribute("title") == "Shop help chat"
@@ -140,12 +142,12 @@ def test_the_launcher_opens_the_chat_in_an_iframe_of_ours(
     panel = iframe.bounding_box()
     assert (round(panel["width"]), round(panel["height"])) == (380, 600)
 
-    page.keyboard.press("Escape")
-    assert launcher.get_attribute("aria-expanded") == "false"
+    page.keyboard.press("Escape")  # focus is in the frame: it tells the loader, by postMessage
+    expect(launcher).to_have_attribute("aria-expanded", "false")
     assert page.evaluate("document.activeElement.shadowRoot.activeElement.className") == "launcher"
-    assert not iframe.is_visible()
+    expect(iframe).to_be_hidden()
     launcher.press("Enter")  # the keyboard opens it again
-    assert launcher.get_attribute("aria-expanded") == "true"
+    expect(launcher).to_have_attribute("aria-expanded", "true")
     ctx.close()
 
 
@@ -231,7 +233,9 @@ def test_a_customer_chats_in_the_widget_and_gets_a_streamed_reply(
     frame.wait_for_selector("#connection.online")
     frame.fill("#input", "Where is my parcel?")
     frame.press("#input", "Enter")
-    frame.wait_for_function("() => document.querySelector('#messages').textContent.includes('help you today?')")
+    # Any worker of the test run may answer (the session's real-model one reads the same stream):
+    # what is checked is that a reply streams into the frame and finishes, not its words.
+    frame.wait_for_selector("li.msg.bot.complete", timeout=120_000)
     frame.wait_for_selector("#stop", state="hidden")  # the reply is finished: Esc now closes, not stops
     token = page.evaluate(f"localStorage.getItem('chatbot-widget:{site.key}:anonymous')")
     assert token
