@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from conversations.prompts import system_prompt_with
-from finetuning.datasets import BuildOptions, snapshot_build
+from finetuning.datasets import BuildOptions, snapshot_build, split_of
 from finetuning.models import Example
 
 from .conftest import chat, correct
@@ -85,14 +85,20 @@ def test_zero_phrasings_turns_the_rewording_off(customer: Any, tokenizer: Any) -
 
 
 def test_every_phrasing_of_a_conversation_stays_on_its_side_of_the_split(customer: Any, tokenizer: Any) -> None:
-    for _ in range(8):
+    # At least 8 conversations, and until both sides of the split hold one: the split hashes random
+    # conversation ids, and 8 of them all fell on one side in CI (1 run in 128).
+    sides: set[str] = set()
+    made = 0
+    while made < 8 or len(sides) < 2:
         _, bad = chat(customer, [("customer", "How much is gift wrapping?"), ("bot", "Free.")])
         correct(bad, "Gift wrapping costs $4.50 per item.")
+        sides.add(split_of(str(bad.conversation_id), 0.5))
+        made += 1
     snapshot = build(tokenizer, scripted([]), paraphrases=4, heldout_fraction=0.5, max_examples_per_customer=100)
     splits: dict[str, set[str]] = {}
     for example in snapshot.examples.all():
         splits.setdefault(example.conversation_id, set()).add(example.split)
-    assert snapshot.examples.filter(source=Example.Source.PARAPHRASE).count() == 8
+    assert snapshot.examples.filter(source=Example.Source.PARAPHRASE).count() == made
     assert all(len(found) == 1 for found in splits.values())
     assert set(snapshot.counts["by_split"]) == {"train", "heldout"}
 
