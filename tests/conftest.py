@@ -73,6 +73,17 @@ def _fresh_chat_limits(redis_client: redis.Redis) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_local_cache() -> Iterator[None]:
+    """The default cache is per process (the chat pages' suggested questions): nothing one test
+    counted is served to the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_channel_layer() -> Iterator[None]:
     """Each async test runs in an event loop of its own; a cached channel layer keeps locks bound
     to the previous one ("bound to a different event loop"). Cleared before and after each test."""

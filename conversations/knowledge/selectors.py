@@ -113,11 +113,13 @@ def _grounded_replies() -> list[_Grounded]:
         .iterator(chunk_size=2000)
     )
     return [
-        _Grounded(message_id, conversation_id, _entry_ids(grounding)) for message_id, conversation_id, grounding in rows
+        _Grounded(message_id, conversation_id, grounding_entry_ids(grounding))
+        for message_id, conversation_id, grounding in rows
     ]
 
 
-def _entry_ids(grounding: Any) -> frozenset[int]:
+def grounding_entry_ids(grounding: Any) -> frozenset[int]:
+    """The entry ids a reply's stored grounding names (``[{"entry": id, "score": ...}]``); none for junk."""
     if not isinstance(grounding, list):
         return frozenset()
     return frozenset(g["entry"] for g in grounding if isinstance(g, dict) and isinstance(g.get("entry"), int))

@@ -7,8 +7,10 @@ from collections import Counter
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 
 from ..knowledge.models import KnowledgeEntry
+from ..knowledge.selectors import grounding_entry_ids
 from ..models import Conversation, Customer, Message, WidgetSite
 from .origins import origin_or_none
 
@@ -18,6 +20,9 @@ DEFAULT_TITLE = "Support"
 DEFAULT_BRAND = "#2563eb"
 SUGGESTIONS_MAX = 4
 SUGGESTIONS_RECENT_REPLIES = 2000  # the bot replies counted: the newest this many with a grounding
+# Every chat page and widget frame shows them: counted once a minute per process, not per view.
+SUGGESTIONS_CACHE_S = 60
+SUGGESTIONS_CACHE_KEY = "chat:suggested-questions"
 
 
 def site_by_key(key: str) -> WidgetSite | None:
@@ -52,8 +57,7 @@ def suggested_questions(limit: int = SUGGESTIONS_MAX) -> list[str]:
     )
     uses: Counter[int] = Counter()
     for grounding in groundings:
-        if isinstance(grounding, list):
-            uses.update({g["entry"] for g in grounding if isinstance(g, dict) and isinstance(g.get("entry"), int)})
+        uses.update(grounding_entry_ids(grounding))
     if not uses:
         return []
     servable = dict(
@@ -63,6 +67,12 @@ def suggested_questions(limit: int = SUGGESTIONS_MAX) -> list[str]:
     )
     ranked = sorted(servable, key=lambda entry_id: (-uses[entry_id], entry_id))
     return [servable[entry_id] for entry_id in ranked[:limit]]
+
+
+def suggestions_shown() -> list[str]:
+    """``suggested_questions`` as the pages show them: from this process's cache, at most a minute old."""
+    shown = cache.get_or_set(SUGGESTIONS_CACHE_KEY, suggested_questions, SUGGESTIONS_CACHE_S)
+    return list(shown or [])
 
 
 def chat_config(site: WidgetSite | None) -> dict[str, Any]:
@@ -76,7 +86,7 @@ def chat_config(site: WidgetSite | None) -> dict[str, Any]:
             "position": WidgetSite.Position.RIGHT.value,
             "prechat": False,
             "prechat_required": False,
-            "suggestions": suggested_questions() if settings.CHAT_SUGGESTIONS else [],
+            "suggestions": suggestions_shown() if settings.CHAT_SUGGESTIONS else [],
             "widget": False,
         }
     return {
@@ -86,7 +96,7 @@ def chat_config(site: WidgetSite | None) -> dict[str, Any]:
         "position": site.position,
         "prechat": site.prechat != WidgetSite.Prechat.OFF,
         "prechat_required": site.prechat == WidgetSite.Prechat.REQUIRED,
-        "suggestions": suggested_questions() if site.suggestions else [],
+        "suggestions": suggestions_shown() if site.suggestions else [],
         "widget": True,
     }
 

@@ -64,6 +64,20 @@ def test_the_standalone_page_gets_the_defaults(conversation: Conversation, setti
     assert selectors.chat_config(None)["suggestions"] == []
 
 
+def test_the_pages_count_suggestions_once_a_minute_not_per_view(conversation: Conversation) -> None:
+    from django.core.cache import cache
+
+    returns = entry("Returns?")
+    grounded(conversation, returns)
+    assert selectors.chat_config(None)["suggestions"] == ["Returns?"]
+    hours = entry("Hours?")
+    for _ in range(3):
+        grounded(conversation, hours)
+    assert selectors.chat_config(None)["suggestions"] == ["Returns?"]  # the minute-old count
+    cache.delete(selectors.SUGGESTIONS_CACHE_KEY)  # as its minute running out does
+    assert selectors.chat_config(None)["suggestions"] == ["Hours?", "Returns?"]
+
+
 def test_a_sites_config_follows_its_settings(conversation: Conversation) -> None:
     grounded(conversation, entry("Returns?"))
     site = WidgetSite.objects.create(name="S", title="Ask", greeting="Hi", brand_colour="#abcdef", position="left")
