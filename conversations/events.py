@@ -22,7 +22,7 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from django.db import transaction
 
 from . import selectors
-from .models import Conversation, Message
+from .models import Conversation, ConversationEvent, Message
 
 EVENT_HANDLER = "conversation.event"  # dispatched to ``conversation_event`` on each consumer
 AGENTS_GROUP = "agents"
@@ -296,3 +296,16 @@ def message_sent(message: Message) -> Event:
 
 def reply_done(message: Message) -> Event:
     return to_conversation(message.conversation_id, done_event(message.id, message.text, message.status, message.error))
+
+
+def activity_event(conversation_id: str, activity: dict[str, Any]) -> dict[str, Any]:
+    """Something happened to a conversation (``selectors.activity_payload``): agents only."""
+    return {"type": "activity", "conversation_id": conversation_id, "event": activity}
+
+
+def activity_of(event: ConversationEvent | None) -> list[Event]:
+    """A conversation event (asked for a person, taken over, assigned…) for the agents' threads;
+    nothing for None."""
+    if event is None:
+        return []
+    return [to_agents(activity_event(str(event.conversation_id), selectors.activity_payload(event)))]

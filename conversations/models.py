@@ -8,6 +8,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 def token_nonce_new() -> str:
@@ -58,6 +59,15 @@ class Conversation(models.Model):
     agent = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Who on the team answers for it (the inbox's Mine and Unassigned), apart from ``agent``, who
+    # holds the conversation while its status is AGENT: a takeover assigns, and so do colleagues.
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The last message from the customer or an agent, or a change of hands: what the inbox sorts by.
+    last_activity_at = models.DateTimeField(default=timezone.now)
+    waiting_since = models.DateTimeField(null=True, blank=True)  # set while the status is WAITING
+    closed_at = models.DateTimeField(null=True, blank=True)
     reviewed = models.BooleanField(default=False)
     exclude_from_training = models.BooleanField(default=False)
     tags = models.JSONField(default=list, blank=True)
@@ -71,6 +81,11 @@ class Conversation(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "-last_activity_at"], name="conversation_status_activity"),
+            models.Index(fields=["assignee", "-last_activity_at"], name="conversation_assignee_activity"),
+            models.Index(fields=["-last_activity_at"], name="conversation_activity"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.customer} · {self.created_at:%Y-%m-%d %H:%M}"
@@ -115,6 +130,10 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["conversation", "role", "created_at"], name="message_conversation_role_time"),
+            models.Index(fields=["model_version", "created_at"], name="message_version_time"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["conversation", "client_id"],
@@ -189,10 +208,15 @@ class BotSettings(models.Model):
 # Defined in their own package, registered with this app (and its migrations) from here.
 from .knowledge.models import KnowledgeEntry, KnowledgeSource  # noqa: E402
 from .widget.models import WidgetSite  # noqa: E402
+from .workspace.models import CannedReply, ConversationEvent, ConversationNote, ConversationRead  # noqa: E402
 
 __all__ = [
     "BotSettings",
+    "CannedReply",
     "Conversation",
+    "ConversationEvent",
+    "ConversationNote",
+    "ConversationRead",
     "Correction",
     "Customer",
     "Feedback",

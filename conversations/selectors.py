@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from . import health, roles
 from .knowledge import selectors as knowledge_selectors
-from .models import Conversation, Customer, Feedback, Message
+from .models import Conversation, ConversationEvent, Customer, Feedback, Message
 from .widget import selectors as widget_selectors
 
 
@@ -124,6 +124,18 @@ def inbox_item(conversation: Conversation) -> dict[str, Any]:
         "last_text": last.text[:140] if last else "",
         "reviewed": conversation.reviewed,
         "has_negative": Feedback.objects.filter(message__conversation=conversation, positive=False).exists(),
+    }
+
+
+def activity_payload(event: ConversationEvent) -> dict[str, Any]:
+    """One event of a conversation as the agents' thread shows it ("Dana assigned it to Sam")."""
+    return {
+        "id": event.id,
+        "kind": event.kind,
+        "label": ConversationEvent.Kind(event.kind).label,
+        "actor": roles.display_name(event.actor) if event.actor_id else "",
+        "assignee": roles.display_name(event.assignee) if event.assignee_id else "",
+        "created_at": _iso(event.created_at),
     }
 
 

@@ -576,6 +576,8 @@ def _create(record: ConversationIn) -> Conversation:
             _feedback_create(message, rating, users)
         if item.correction is not None:
             _correction_create(message, item.correction, users)
+    said = [m.created_at for m in record.messages if m.role != Message.Role.SYSTEM]
+    Conversation.objects.filter(id=conversation.id).update(last_activity_at=max(said, default=record.created_at))
     return conversation
 
 

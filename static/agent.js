@@ -99,7 +99,23 @@
     error(frame) { showAlert(frame.detail); },
   };
 
-  function handle(frame) { (handlers[frame.type] || (() => {}))(frame); }
+  // Other workspace scripts (loaded after this one) hear the same frames and send on the same
+  // socket: window.agentWorkspace.on("note", fn), .send(frame). Frames they handle alone (note,
+  // activity) need no handler here.
+  const listeners = {};
+  window.agentWorkspace = {
+    conversationId,
+    me,
+    on(type, fn) { (listeners[type] = listeners[type] || []).push(fn); },
+    send: (frame) => send(frame),
+    post: (url, data) => post(url, data),
+    showAlert: (text) => showAlert(text),
+  };
+
+  function handle(frame) {
+    (handlers[frame.type] || (() => {}))(frame);
+    (listeners[frame.type] || []).forEach((fn) => fn(frame));
+  }
 
   // The inbox.
 

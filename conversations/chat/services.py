@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from .. import dispatch, events, health, rules, selectors
 from ..errors import ChatError
-from ..models import Conversation, Customer, Feedback, Message
+from ..models import Conversation, ConversationEvent, Customer, Feedback, Message
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,12 @@ def conversation_start(*, customer: Customer) -> Conversation:
         )
     for conversation in customer.conversations.exclude(status=Conversation.Status.CLOSED):
         stop_reply_in_flight(conversation)
-        conversation.status = Conversation.Status.CLOSED
-        conversation.save(update_fields=["status", "updated_at"])
-        events.send_on_commit(*events.status_changed(conversation))  # agents see it closed
+        before, conversation.status = conversation.status, Conversation.Status.CLOSED
+        fields, recorded = status_stamp(conversation, before, actor=None)
+        conversation.save(update_fields=["status", "updated_at", *fields])
+        events.send_on_commit(
+            *events.status_changed(conversation), *events.activity_of(recorded)
+        )  # agents see it closed
     return Conversation.objects.create(customer=customer)
 
 
@@ -150,17 +153,22 @@ def message_send(*, conversation: Conversation, text: object, client_id: object 
                 conversation=conversation, role=Message.Role.CUSTOMER, text=text, client_id=client_id
             )
             bot_message = None
+            before = locked.status
             if handoff:
                 stop_reply_in_flight(locked)
                 locked.status = Conversation.Status.WAITING
             elif rules.bot_may_write(locked.status):
                 bot_message = _reply_create(locked)
-            locked.save(update_fields=["status", "updated_at"])
+            stamped, recorded = status_stamp(locked, before, actor=None)
+            locked.last_activity_at = customer_message.created_at
+            locked.save(update_fields=["status", "updated_at", "last_activity_at", *stamped])
             conversation.status = locked.status
     except IntegrityError:  # the same client_id raced in from a second socket
         return SendResult(conversation.messages.get(client_id=client_id), None, created=False)
     result = SendResult(customer_message, bot_message, created=True, handoff=handoff)
-    events.send_on_commit(*_sent_events(result))  # after the block: no Redis read under its locks
+    events.send_on_commit(
+        *_sent_events(result), *events.activity_of(recorded)
+    )  # after the block: no Redis read under its locks
     return result
 
 
@@ -266,16 +274,50 @@ def stop_reply_in_flight(conversation: Conversation) -> Message | None:
 
 
 def conversation_move(
-    conversation: Conversation, status: str, agent: User | None, *, alert: bool = False
+    conversation: Conversation,
+    status: str,
+    agent: User | None,
+    *,
+    alert: bool = False,
+    actor: User | None = None,
 ) -> Transition:
     """Move the locked conversation to ``status`` (stopping the bot's reply when it may no longer
-    write) and tell its group and the inbox; ``alert`` when it now waits for an agent."""
+    write) and tell its group and the inbox; ``alert`` when it now waits for an agent. ``actor``:
+    who moved it (None: the customer or the system), for the event it records (``status_stamp``)."""
     stopped = stop_reply_in_flight(conversation) if not rules.bot_may_write(status) else None
+    before = conversation.status
     conversation.status = status
     conversation.agent = agent
-    conversation.save(update_fields=["status", "agent", "updated_at"])
-    events.send_on_commit(*events.status_changed(conversation, alert=alert))
+    fields, recorded = status_stamp(conversation, before, actor=actor)
+    conversation.save(update_fields=["status", "agent", "updated_at", *fields])
+    events.send_on_commit(*events.status_changed(conversation, alert=alert), *events.activity_of(recorded))
     return Transition(conversation, stopped)
+
+
+STATUS_EVENTS: dict[str, str] = {
+    Conversation.Status.WAITING: ConversationEvent.Kind.HANDOFF_REQUESTED,
+    Conversation.Status.AGENT: ConversationEvent.Kind.TAKEN_OVER,
+    Conversation.Status.BOT: ConversationEvent.Kind.HANDED_BACK,
+    Conversation.Status.CLOSED: ConversationEvent.Kind.CLOSED,
+}
+
+
+def status_stamp(
+    conversation: Conversation, before: str, *, actor: User | None
+) -> tuple[list[str], ConversationEvent | None]:
+    """After ``conversation.status`` changed from ``before`` (not saved yet): record the event
+    (asked for a person, taken over, handed back, closed) and set the times that go with the new
+    status (waiting since, closed at, last activity). The fields to save and the event, for the
+    caller to send after the status (``events.activity_of``); nothing when nothing moved."""
+    status = conversation.status
+    if status == before:
+        return [], None
+    now = timezone.now()
+    event = ConversationEvent.objects.create(conversation=conversation, kind=STATUS_EVENTS[status], actor=actor)
+    conversation.waiting_since = now if status == Conversation.Status.WAITING else None
+    conversation.closed_at = now if status == Conversation.Status.CLOSED else None
+    conversation.last_activity_at = now
+    return ["waiting_since", "closed_at", "last_activity_at"], event
 
 
 def system_line_write(*, conversation: Conversation, text: str, author: User | None = None) -> Message:

@@ -37,7 +37,7 @@ def conversation_takeover(*, conversation: Conversation, agent: User) -> Transit
     if conversation.status == Conversation.Status.AGENT and conversation.agent_id not in (None, agent.id):
         raise ChatError("held_by_another_agent", f"{roles.display_name(conversation.agent)} holds this conversation.")
     joins = conversation.status != Conversation.Status.AGENT  # a second takeover: nobody joined
-    transition = conversation_move(conversation, Conversation.Status.AGENT, agent)
+    transition = conversation_move(conversation, Conversation.Status.AGENT, agent, actor=agent)
     if joins:
         system_line_write(conversation=conversation, text=joined_text(agent), author=agent)
     return transition
@@ -69,7 +69,7 @@ def conversation_hand_back(*, conversation: Conversation, agent: User) -> Transi
     if conversation.status != Conversation.Status.WAITING:
         _check_holder(conversation, agent)
     holder = conversation.agent if conversation.status == Conversation.Status.AGENT else None
-    transition = conversation_move(conversation, Conversation.Status.BOT, None)
+    transition = conversation_move(conversation, Conversation.Status.BOT, None, actor=agent)
     system_line_write(conversation=conversation, text=left_text(holder), author=agent)
     return transition
 
@@ -82,7 +82,7 @@ def conversation_close(*, conversation: Conversation, agent: User) -> Transition
         _check_holder(conversation, agent)
     # Written before the move, so the line comes before the closed status in the thread.
     system_line_write(conversation=conversation, text=closed_text(agent), author=agent)
-    return conversation_move(conversation, Conversation.Status.CLOSED, conversation.agent)
+    return conversation_move(conversation, Conversation.Status.CLOSED, conversation.agent, actor=agent)
 
 
 def _check_holder(conversation: Conversation, agent: User) -> None:
@@ -119,7 +119,8 @@ def agent_message_send(
         message = Message.objects.create(
             conversation=locked, role=Message.Role.AGENT, text=text, client_id=client_id, author=agent
         )
-        locked.save(update_fields=["updated_at"])
+        locked.last_activity_at = message.created_at
+        locked.save(update_fields=["updated_at", "last_activity_at"])
         events.send_on_commit(events.message_sent(message), events.inbox_changed(locked))
         if knowledge_tasks.question_before(message) is not None:  # an answer to the customer's question
             knowledge_tasks.suggest_on_commit(message.id)

@@ -26,6 +26,7 @@ def test_a_takeover_cancels_the_pending_reply_and_tells_the_customer_and_the_inb
         ("conversation", "done"),
         ("conversation", "status"),
         ("agents", "inbox"),
+        ("agents", "activity"),  # taken over, for the agents' threads and the reports
         ("conversation", "message"),  # "Dana joined the conversation." (tests/conversations/test_system_lines.py)
     ]
     done, status, _ = sent.to_conversation()
@@ -40,8 +41,14 @@ def test_handing_back_tells_the_customer_and_the_inbox(
     workspace_services.conversation_takeover(conversation=conversation, agent=agent_user)
     with capture_events() as sent:
         workspace_services.conversation_hand_back(conversation=conversation, agent=agent_user)
-    assert sent.frames() == [("conversation", "status"), ("agents", "inbox"), ("conversation", "message")]
+    assert sent.frames() == [
+        ("conversation", "status"),
+        ("agents", "inbox"),
+        ("agents", "activity"),
+        ("conversation", "message"),
+    ]
     assert sent.to_conversation()[0]["conversation"]["status"] == Conversation.Status.BOT
+    assert sent.to_agents()[1]["event"]["kind"] == "handed_back"
 
 
 def test_closing_tells_the_customer_and_the_inbox(
@@ -49,8 +56,14 @@ def test_closing_tells_the_customer_and_the_inbox(
 ) -> None:
     with capture_events() as sent:
         workspace_services.conversation_close(conversation=conversation, agent=agent_user)
-    assert sent.frames() == [("conversation", "message"), ("conversation", "status"), ("agents", "inbox")]
+    assert sent.frames() == [
+        ("conversation", "message"),
+        ("conversation", "status"),
+        ("agents", "inbox"),
+        ("agents", "activity"),
+    ]
     assert sent.to_agents()[0]["conversation"]["status"] == Conversation.Status.CLOSED
+    assert (sent.to_agents()[1]["event"]["kind"], sent.to_agents()[1]["event"]["actor"]) == ("closed", "Dana")
 
 
 def test_an_agents_message_reaches_the_customer_and_the_inbox(

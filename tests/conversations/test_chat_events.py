@@ -60,12 +60,14 @@ def test_asking_for_a_person_in_a_message_stops_the_reply_and_alerts_the_agents(
         ("conversation", "message"),
         ("conversation", "status"),
         ("agents", "inbox"),
+        ("agents", "activity"),
     ]
     done, _, status = sent.to_conversation()
     assert (done["message_id"], done["status"]) == (pending.id, Message.Status.CANCELLED)
     assert status["conversation"]["status"] == Conversation.Status.WAITING
-    (inbox,) = sent.to_agents()
+    inbox, activity = sent.to_agents()
     assert inbox["alert"] is True
+    assert (activity["event"]["kind"], activity["event"]["actor"]) == ("handoff_requested", "")
 
 
 def test_stopping_a_pending_reply_tells_its_conversation_only(
@@ -107,7 +109,7 @@ def test_a_handoff_request_tells_the_conversation_and_alerts_the_agents(
 ) -> None:
     with capture_events() as sent:
         chat_services.handoff_request(conversation=conversation)
-    assert sent.frames() == [("conversation", "status"), ("agents", "inbox")]
+    assert sent.frames() == [("conversation", "status"), ("agents", "inbox"), ("agents", "activity")]
     assert sent.to_agents()[0]["alert"] is True
 
 
@@ -124,7 +126,7 @@ def test_a_new_conversation_shows_the_old_one_closed(
 ) -> None:
     with capture_events() as sent:
         chat_services.conversation_start(customer=customer)
-    assert sent.frames() == [("conversation", "status"), ("agents", "inbox")]
+    assert sent.frames() == [("conversation", "status"), ("agents", "inbox"), ("agents", "activity")]
     assert sent.groups() == {f"conversation.{conversation.id}", "agents"}
     assert sent.to_agents()[0]["conversation"]["status"] == Conversation.Status.CLOSED
 

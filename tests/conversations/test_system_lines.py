@@ -31,7 +31,12 @@ def test_a_takeover_writes_a_joined_line_after_the_status(
     with capture_events() as sent:
         workspace_services.conversation_takeover(conversation=conversation, agent=agent_user)
     assert lines(conversation) == ["Dana joined the conversation."]
-    assert sent.frames() == [("conversation", "status"), ("agents", "inbox"), ("conversation", "message")]
+    assert sent.frames() == [
+        ("conversation", "status"),
+        ("agents", "inbox"),
+        ("agents", "activity"),
+        ("conversation", "message"),
+    ]
     line = sent.to_conversation()[-1]["message"]
     assert (line["role"], line["text"], line["status"]) == ("system", "Dana joined the conversation.", "complete")
     assert events.for_customer(sent.to_conversation()[-1]) is not None  # the customer reads it too
@@ -66,7 +71,12 @@ def test_closing_writes_the_line_before_the_closed_status(
     with capture_events() as sent:
         workspace_services.conversation_close(conversation=conversation, agent=agent_user)
     assert lines(conversation)[-1] == "Dana closed the conversation."
-    assert sent.frames() == [("conversation", "message"), ("conversation", "status"), ("agents", "inbox")]
+    assert sent.frames() == [
+        ("conversation", "message"),
+        ("conversation", "status"),
+        ("agents", "inbox"),
+        ("agents", "activity"),
+    ]
 
 
 def test_a_refused_takeover_writes_no_line(conversation: Conversation, agent_user: Any, second_agent: Any) -> None:
