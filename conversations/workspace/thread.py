@@ -258,4 +258,3 @@ def customer_context(conversation: Conversation) -> CustomerContext:
 def _snippet(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1] + "…"
-

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -18,6 +19,11 @@ from . import thread
 from .models import CannedReply
 
 
+def _agent(request: HttpRequest) -> User:
+    """The signed-in agent: ``agent_required`` let only them through."""
+    return cast(User, request.user)
+
+
 @agent_required
 @require_POST
 def note_create(request: HttpRequest, conversation_id: str) -> HttpResponse:
@@ -25,7 +31,7 @@ def note_create(request: HttpRequest, conversation_id: str) -> HttpResponse:
     conversation = get_object_or_404(Conversation, id=conversation_id)
     wants_json = "application/json" in request.headers.get("Accept", "")
     try:
-        note = thread.note_add(conversation=conversation, author=request.user, text=request.POST.get("text"))  # type: ignore[arg-type]
+        note = thread.note_add(conversation=conversation, author=_agent(request), text=request.POST.get("text"))
     except ChatError as error:
         if wants_json:
             return JsonResponse({"ok": False, "code": error.code, "detail": error.detail}, status=400)
@@ -62,7 +68,7 @@ def canned_list(request: HttpRequest) -> HttpResponse:
     form = CannedReplyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         reply = form.save(commit=False)
-        reply.created_by = request.user  # type: ignore[assignment]
+        reply.created_by = _agent(request)
         reply.save()
         return HttpResponseRedirect(reverse("agent-canned") + f"?saved={reply.shortcut}#canned-{reply.id}")
     context: dict[str, Any] = {

@@ -122,7 +122,8 @@ def test_a_note_reaches_the_other_agent_live_and_never_the_customer_and_a_handof
     # A reload of Eli's transcript draws the note and the line from the server, in time order.
     eli.reload()
     kinds = eli.eval_on_selector_all(
-        "#transcript > li", "(items) => items.map((li) => li.classList.contains('msg') ? li.dataset.role : li.className)"
+        "#transcript > li",
+        "(items) => items.map((li) => li.classList.contains('msg') ? li.dataset.role : li.className)",
     )
     assert kinds == ["customer", "bot", "activity", "note", "system"]
 

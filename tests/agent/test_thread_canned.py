@@ -49,7 +49,9 @@ def test_it_refuses_a_duplicate_shortcut_clearly(agent_client: Client) -> None:
     reply("refund")
     response = agent_client.post("/agent/canned/", {"shortcut": "REFUND", "text": "another"})
     assert response.status_code == 400
-    assert response.context["form"].errors["shortcut"] == ["Another canned reply already has this shortcut: pick another."]
+    assert response.context["form"].errors["shortcut"] == [
+        "Another canned reply already has this shortcut: pick another."
+    ]
     assert CannedReply.objects.count() == 1
 
 
