@@ -32,8 +32,16 @@
     if (!workspace || !workspace.conversationId || !list) return;
     const forThis = (frame) => frame.conversation_id === workspace.conversationId;
 
-    function append(li) {
-      list.append(li);
+    // In time order: after the last line of the thread at or before it (live, that is the end;
+    // after a reconnect, what was missed meanwhile goes back where it happened).
+    function place(li, iso) {
+      const at = Date.parse(iso);
+      const lines = [...list.children];
+      const before = lines.reverse().find((other) => {
+        const time = other.querySelector("time[datetime]");
+        return time && time.dateTime && Date.parse(time.dateTime) <= at;
+      });
+      if (before) before.after(li); else list.prepend(li);
       li.scrollIntoView({ block: "nearest" });
     }
 
@@ -47,7 +55,7 @@
       time.dateTime = note.created_at;
       time.textContent = clock(note.created_at);
       li.querySelector(".body").textContent = note.text;
-      append(li);
+      place(li, note.created_at);
     }
 
     function renderActivity(event) {
@@ -60,11 +68,22 @@
       const time = li.querySelector("time");
       time.dateTime = event.created_at;
       time.textContent = clock(event.created_at);
-      append(li);
+      place(li, event.created_at);
     }
 
     workspace.on("note", (frame) => { if (forThis(frame)) renderNote(frame.note); });
     workspace.on("activity", (frame) => { if (forThis(frame)) renderActivity(frame.event); });
+    // Each (re)connection's history: what was written while the socket was down is read once.
+    workspace.on("history", async (frame) => {
+      if (!forThis(frame)) return;
+      try {
+        const response = await fetch($("thread-note-form").action, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+        const answer = await response.json();
+        if (!answer.ok) return;
+        answer.notes.forEach(renderNote);
+        answer.activity.forEach(renderActivity);
+      } catch (failure) { /* the live frames still come; the next reconnection tries again */ }
+    });
 
     wireNoteForm(renderNote);
     wireSnippets();

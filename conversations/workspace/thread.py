@@ -24,6 +24,7 @@ from ..errors import ChatError
 from ..knowledge.models import KnowledgeEntry
 from ..knowledge.selectors import TABS as KNOWLEDGE_TABS
 from ..models import Conversation, Message
+from ..selectors import activity_payload
 from ..widget.selectors import conversation_origin
 from .models import CannedReply, ConversationEvent, ConversationNote
 
@@ -135,6 +136,12 @@ def thread(
         (ThreadItem("note", n.created_at, 2, note=n) for n in notes),
     )
     return sorted(items, key=lambda item: (item.created_at, item.order))
+
+
+def thread_payload(conversation: Conversation) -> dict[str, list[dict[str, Any]]]:
+    """The notes and the shown activity events, as their frames carry them, oldest first."""
+    notes, activity = thread_extras(conversation)
+    return {"notes": [note_payload(n) for n in notes], "activity": [activity_payload(e) for e in activity]}
 
 
 def _event_text(event: ConversationEvent) -> str:

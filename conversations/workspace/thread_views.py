@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from ..errors import ChatError
 from ..models import Conversation
@@ -25,10 +26,13 @@ def _agent(request: HttpRequest) -> User:
 
 
 @agent_required
-@require_POST
-def note_create(request: HttpRequest, conversation_id: str) -> HttpResponse:
-    """JSON for the page's script (``{"ok", "note"}`` or a refusal); a redirect for a plain post."""
+@require_http_methods(["GET", "POST"])
+def notes(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    """GET: the thread's notes and activity lines, for a page that was offline a while. POST: a new
+    note; JSON for the page's script (``{"ok", "note"}`` or a refusal), a redirect for a plain post."""
     conversation = get_object_or_404(Conversation, id=conversation_id)
+    if request.method == "GET":
+        return JsonResponse({"ok": True, **thread.thread_payload(conversation)})
     wants_json = "application/json" in request.headers.get("Accept", "")
     try:
         note = thread.note_add(conversation=conversation, author=_agent(request), text=request.POST.get("text"))
@@ -54,8 +58,9 @@ class CannedReplyForm(forms.ModelForm):  # type: ignore[type-arg]
         return str(self.cleaned_data["shortcut"]).strip().lstrip("/").lower()
 
     def clean_text(self) -> str:
+        # It becomes a reply to a customer: no longer than one may be.
         text = str(self.cleaned_data["text"]).strip()
-        limit = thread.note_max_chars()
+        limit = int(settings.CHAT_MAX_MESSAGE_CHARS)
         if len(text) > limit:
             raise forms.ValidationError(f"A canned reply is at most {limit} characters; this one has {len(text)}.")
         return text

@@ -243,6 +243,7 @@ ROUTES = [
     Route("post", "/agent/knowledge/create", agents_only("/agent/knowledge/"), done=entry_added),
     Route("post", "/agent/knowledge/import", agents_only("/agent/knowledge/"), done=entries_imported, data=import_file),
     # The thread: notes, canned replies, the composer's snippets: every agent (and admin).
+    Route("get", "/agent/conversations/{conversation}/notes", agents_only(200)),
     Route("post", "/agent/conversations/{conversation}/notes", agents_only(200), done=noted),
     Route("get", "/agent/snippets.json?q=ref", agents_only(200)),
     Route("get", "/agent/canned/", agents_only(200)),

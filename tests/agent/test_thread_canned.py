@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import Client
 
 from conversations.knowledge.models import KnowledgeEntry
@@ -59,6 +60,14 @@ def test_it_needs_a_text(agent_client: Client) -> None:
     response = agent_client.post("/agent/canned/", {"shortcut": "empty", "text": "   "})
     assert response.status_code == 400
     assert "text" in response.context["form"].errors
+
+
+def test_a_canned_reply_is_no_longer_than_a_message_to_a_customer(agent_client: Client) -> None:
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    assert agent_client.post("/agent/canned/", {"shortcut": "long", "text": "x" * limit}).status_code == 302
+    response = agent_client.post("/agent/canned/", {"shortcut": "longer", "text": "x" * (limit + 1)})
+    assert response.status_code == 400
+    assert f"at most {limit} characters" in response.context["form"].errors["text"][0]
 
 
 def test_an_agent_edits_a_canned_reply(agent_client: Client) -> None:

@@ -130,6 +130,18 @@ def test_a_plain_form_post_goes_back_to_the_note_in_the_transcript(
     assert response["Location"] == f"/agent/conversations/{conversation.id}/#note-{note.id}"
 
 
+def test_the_endpoint_gives_the_threads_notes_and_shown_activity_for_a_page_that_was_offline(
+    agent_client: Client, conversation: Conversation, agent_user: Any
+) -> None:
+    asked = ConversationEvent.objects.create(conversation=conversation, kind="handoff_requested")
+    ConversationEvent.objects.create(conversation=conversation, kind="taken_over", actor=agent_user)  # a system line
+    note = thread.note_add(conversation=conversation, author=agent_user, text=SECRET)
+    answer = agent_client.get(note_url(conversation)).json()
+    assert answer["ok"] is True
+    assert answer["notes"] == [thread.note_payload(note)]
+    assert [(e["id"], e["kind"]) for e in answer["activity"]] == [(asked.id, "handoff_requested")]
+
+
 def test_a_non_agent_cannot_write_a_note(plain_user: Any, conversation: Conversation) -> None:
     client = Client()
     client.force_login(plain_user)
