@@ -199,3 +199,33 @@ def test_the_panel_shows_the_customers_email_and_other_conversation(
     dana.wait_for_url(f"**/agent/conversations/{earlier.id}/")
     expect(dana.locator("#transcript li.msg.customer .body")).to_have_text("My old question")
     expect(dana.locator("#other-conversations li .last")).to_have_text("Hi!")
+
+
+def test_the_canned_replies_page_works_on_a_phone_and_asks_before_deleting(
+    system: LiveSystem, browser: Any, agent_user: Any
+) -> None:
+    CannedReply.objects.create(shortcut="refund", text="Refunds reach your card within 5 days. " * 8)
+    page = agent_page(browser, system, agent_user, "/agent/canned/")
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+
+    page.fill("#id_shortcut", "refund")
+    page.fill("#id_text", "Another")
+    page.click("#canned-form button[type=submit]")
+    expect(page.locator("#shortcut-error")).to_have_text(
+        "Another canned reply already has this shortcut: pick another."
+    )
+    page.fill("#id_shortcut", "/Shipping")
+    page.click("#canned-form button[type=submit]")
+    expect(page.locator("#canned-saved")).to_have_text("Saved /shipping.")
+    expect(page.locator("#canned-list tr[data-shortcut]")).to_have_count(2)
+
+    page.click("#canned-list tr[data-shortcut=refund] a:has-text('Delete')")
+    expect(page.locator("h1")).to_have_text("Delete /refund?")
+    assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    page.click("#cancel-delete")
+    expect(page.locator("#canned-list tr[data-shortcut]")).to_have_count(2)
+    page.click("#canned-list tr[data-shortcut=refund] a:has-text('Delete')")
+    page.click("#confirm-delete")
+    expect(page.locator("#canned-deleted")).to_have_text("Deleted /refund.")
+    assert list(CannedReply.objects.values_list("shortcut", flat=True)) == ["shipping"]
