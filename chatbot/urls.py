@@ -7,6 +7,7 @@ from conversations import views
 from conversations.chat import views as chat
 from conversations.knowledge import views as knowledge
 from conversations.widget import views as widget
+from conversations.workspace import thread_views
 from conversations.workspace import views as workspace
 
 urlpatterns = [
@@ -27,6 +28,11 @@ urlpatterns = [
     path("agent/messages/<int:message_id>/correction", workspace.message_correction, name="agent-correction"),
     path("agent/customers/<uuid:customer_id>/erase", workspace.customer_erase, name="agent-customer-erase"),
     path("agent/customers/<uuid:customer_id>/sign-out", widget.customer_sign_out, name="agent-customer-sign-out"),
+    path("agent/conversations/<uuid:conversation_id>/notes", thread_views.notes, name="agent-notes"),
+    path("agent/canned/", thread_views.canned_list, name="agent-canned"),
+    path("agent/canned/<int:reply_id>/edit", thread_views.canned_edit, name="agent-canned-edit"),
+    path("agent/canned/<int:reply_id>/delete", thread_views.canned_delete, name="agent-canned-delete"),
+    path("agent/snippets.json", thread_views.snippets, name="agent-snippets"),
     path("agent/knowledge/", knowledge.knowledge_page, name="agent-knowledge"),
     path("agent/knowledge/approve", knowledge.entries_approve, name="agent-knowledge-approve"),
     path("agent/knowledge/merge", knowledge.entries_merge, name="agent-knowledge-merge"),

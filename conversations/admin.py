@@ -1,6 +1,8 @@
+from typing import Any
+
 from django.contrib import admin
 
-from .models import BotSettings, Conversation, Correction, Customer, Feedback, Message
+from .models import BotSettings, CannedReply, Conversation, Correction, Customer, Feedback, Message
 
 
 class MessageInline(admin.TabularInline):
@@ -45,3 +47,19 @@ admin.site.register(Correction)
 class BotSettingsAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: object) -> bool:
         return not BotSettings.objects.exists()
+
+
+@admin.register(CannedReply)
+class CannedReplyAdmin(admin.ModelAdmin):
+    list_display = ["shortcut", "short_text", "created_by", "updated_at"]
+    search_fields = ["shortcut", "text"]
+    readonly_fields = ["created_by", "created_at", "updated_at"]
+
+    @admin.display(description="text")
+    def short_text(self, reply: CannedReply) -> str:
+        return reply.text[:80]
+
+    def save_model(self, request: Any, obj: CannedReply, form: Any, change: bool) -> None:
+        if not change and obj.created_by_id is None:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)

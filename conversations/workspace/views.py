@@ -33,7 +33,7 @@ from ..knowledge import selectors as knowledge_selectors
 from ..models import Conversation, Feedback, Message
 from ..roles import agent_required
 from . import selectors as workspace_selectors
-from . import services
+from . import services, thread
 
 
 @agent_required
@@ -67,15 +67,19 @@ def transcript(request: HttpRequest, conversation_id: str) -> HttpResponse:
     messages = workspace_selectors.transcript(conversation)
     grounding = knowledge_selectors.grounding_rows(m.grounding for m in messages)
     rows = [{**_transcript_row(m), "grounding": g} for m, g in zip(messages, grounding, strict=True)]
+    notes, activity = thread.thread_extras(conversation)
     return render(
         request,
         "agent/transcript.html",
         {
             "conversation": conversation,
             "rows": rows,
+            "thread": thread.thread(rows, notes, activity),
+            "context": thread.customer_context(conversation),
             "reasons": Feedback.Reason.choices,
             "tags": ", ".join(conversation.tags),
             "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+            "note_max_chars": thread.note_max_chars(),
         },
     )
 

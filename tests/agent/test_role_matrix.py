@@ -41,7 +41,7 @@ from chatbot.routing import websocket_urlpatterns
 from conversations import events, roles
 from conversations.knowledge import services as knowledge
 from conversations.knowledge.models import KnowledgeEntry
-from conversations.models import Conversation, Correction, Feedback, WidgetSite
+from conversations.models import CannedReply, Conversation, ConversationNote, Correction, Feedback, WidgetSite
 from conversations.workspace.consumers import AgentConsumer
 from finetuning import services as learning
 from finetuning.models import DatasetSnapshot, ModelVersion, Promotion, TrainingRun
@@ -140,6 +140,30 @@ def entries_imported(world: World) -> bool:
     return KnowledgeEntry.objects.filter(question="imported").exists()
 
 
+def canned_added(world: World) -> bool:
+    return CannedReply.objects.filter(shortcut="added").exists()
+
+
+def canned_edited(world: World) -> bool:
+    return CannedReply.objects.get(id=world["canned"].id).text == "fixed"
+
+
+def canned_deleted(world: World) -> bool:
+    return not CannedReply.objects.filter(id=world["canned"].id).exists()
+
+
+def canned_form(world: World) -> dict[str, Any]:
+    return {"shortcut": "added", "text": "An added reply."}
+
+
+def canned_edit_form(world: World) -> dict[str, Any]:
+    return {"shortcut": world["canned"].shortcut, "text": "fixed"}
+
+
+def noted(world: World) -> bool:
+    return ConversationNote.objects.filter(conversation=world["conversation"], text="fixed").exists()
+
+
 def site_added(world: World) -> bool:
     return WidgetSite.objects.filter(name="Added").exists()
 
@@ -218,6 +242,22 @@ ROUTES = [
     Route("post", "/agent/knowledge/merge", agents_only("/agent/knowledge/"), done=entries_merged),
     Route("post", "/agent/knowledge/create", agents_only("/agent/knowledge/"), done=entry_added),
     Route("post", "/agent/knowledge/import", agents_only("/agent/knowledge/"), done=entries_imported, data=import_file),
+    # The thread: notes, canned replies, the composer's snippets: every agent (and admin).
+    Route("get", "/agent/conversations/{conversation}/notes", agents_only(200)),
+    Route("post", "/agent/conversations/{conversation}/notes", agents_only(200), done=noted),
+    Route("get", "/agent/snippets.json?q=ref", agents_only(200)),
+    Route("get", "/agent/canned/", agents_only(200)),
+    Route("post", "/agent/canned/", agents_only("/agent/canned/?saved=added*"), done=canned_added, data=canned_form),
+    Route("get", "/agent/canned/{canned}/edit", agents_only(200)),
+    Route(
+        "post",
+        "/agent/canned/{canned}/edit",
+        agents_only("/agent/canned/?saved=refund*"),
+        done=canned_edited,
+        data=canned_edit_form,
+    ),
+    Route("get", "/agent/canned/{canned}/delete", agents_only(200)),
+    Route("post", "/agent/canned/{canned}/delete", agents_only("/agent/canned/?deleted=refund"), done=canned_deleted),
     # The widget: its public endpoints, and its staff pages in the workspace (staff alone, as erasure).
     Route("get", "/widget.js", everyone(200)),
     Route("get", "/widget/{site_key}/frame", everyone(200)),
@@ -336,7 +376,9 @@ def world(
     entry = knowledge.entry_create(question="How much is wrapping?", answer="$4.50.")
     other_entry = knowledge.entry_create(question="What does wrapping cost?", answer="$4.50 a gift.")
     site = WidgetSite.objects.create(name="Shop", allowed_origins=["https://shop.example.com"])
+    canned = CannedReply.objects.create(shortcut="refund", text="Refunds take 5 days.")
     return {
+        "canned": canned,
         "site": site,
         "entry": entry,
         "other_entry": other_entry,
@@ -363,6 +405,7 @@ def ids(world: World) -> dict[str, Any]:
         "entry": world["entry"].id,
         "site": world["site"].id,
         "site_key": world["site"].key,
+        "canned": world["canned"].id,
     }
 
 
@@ -436,6 +479,7 @@ SAMPLE_IDS = {
     "entry": 1,
     "site": 1,
     "site_key": "0123456789abcdef",
+    "canned": 1,
 }
 
 
