@@ -1,0 +1,55 @@
+// The training overview (templates/finetuning/overview.html): a dataset build, followed until it
+// is ready or failed by polling its small JSON view, then linked without a reload.
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const first = JSON.parse($("build-data").textContent);
+  if (!first) return;
+
+  function addDatasetRow(snapshot) {
+    const body = $("datasets").tBodies[0];
+    if (body.querySelector(`tr[data-snapshot="${snapshot.id}"]`)) return;
+    body.querySelector("tr.none")?.remove();
+    const row = body.insertRow(0);
+    row.dataset.snapshot = String(snapshot.id);
+    const link = document.createElement("a");
+    link.href = snapshot.url; link.textContent = snapshot.name;
+    row.insertCell().append(link);
+    row.insertCell().textContent = String(snapshot.examples);
+    row.insertCell().textContent = "";
+    row.insertCell().textContent = "just now";
+  }
+
+  function draw(build) {
+    $("build").hidden = false;
+    $("build").className = "build " + build.status;
+    $("build-status").textContent = build.status;
+    $("build-status").className = "badge " + build.status;
+    $("build-phase").textContent = build.phase_text;
+    $("build-progress").max = build.phases_total;
+    $("build-progress").value = build.phases_done;
+    $("build-progress").textContent = `${build.phases_done} of ${build.phases_total}`;
+    $("build-progress").hidden = build.finished;
+    $("build-error").textContent = build.error || "";
+    const start = $("build-start");
+    start.disabled = !build.finished;
+    if (build.finished) start.removeAttribute("aria-describedby");
+    if (build.snapshot) {
+      const link = document.createElement("a");
+      link.href = build.snapshot.url; link.textContent = build.snapshot.name;
+      $("build-result").replaceChildren("Dataset ", link, ` is ready: ${build.snapshot.examples} examples.`);
+      addDatasetRow(build.snapshot);
+    }
+    document.body.dataset.buildPolls = String(Number(document.body.dataset.buildPolls || 0) + 1);
+  }
+
+  async function poll() {
+    let build = null;
+    try {
+      const response = await fetch(first.status_url, { headers: { Accept: "application/json" } });
+      if (response.ok) build = await response.json();
+    } catch (e) { /* the next round asks again */ }
+    if (build) draw(build);
+    if (!build || !build.finished) setTimeout(poll, 1000);
+  }
+  if (!first.finished) setTimeout(poll, 1000);
+})();
