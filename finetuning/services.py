@@ -223,7 +223,12 @@ def build_phase(*, build: DatasetBuild, phase: str, done: int) -> None:
 def build_ready(*, build: DatasetBuild, snapshot: DatasetSnapshot, phases: int) -> None:
     now = timezone.now()
     DatasetBuild.objects.filter(id=build.id).update(
-        status=DatasetBuild.Status.READY, snapshot=snapshot, phase="", phases_done=phases, updated_at=now, finished_at=now
+        status=DatasetBuild.Status.READY,
+        snapshot=snapshot,
+        phase="",
+        phases_done=phases,
+        updated_at=now,
+        finished_at=now,
     )
 
 

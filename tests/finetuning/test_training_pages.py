@@ -139,7 +139,12 @@ def test_the_training_pages_are_for_staff_only(client: Client, db: Any, tmp_path
     version("run-1", tmp_path)
     run = services.run_start()
     client.force_login(User.objects.create_user("plain", password="x"))
-    for url in ("/training/", f"/training/runs/{run.id}/", f"/training/runs/{run.id}.json", "/training/versions/run-1/"):
+    for url in (
+        "/training/",
+        f"/training/runs/{run.id}/",
+        f"/training/runs/{run.id}.json",
+        "/training/versions/run-1/",
+    ):
         response = client.get(url)
         assert response.status_code == 302 and "/admin/login/" in response["Location"]
     assert client.post("/training/rollback").status_code == 302
