@@ -11,12 +11,14 @@ import re
 import signal
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from django.conf import settings
+from django.db import connections
 
 from finetuning import events, services
 from finetuning.models import DatasetBuild, ModelVersion, TrainingRun
@@ -103,6 +105,20 @@ def test_a_dataset_build_shows_its_progress_and_its_link_without_a_reload(
     page.wait_for_url(f"**/training/datasets/{build.snapshot.id}/")
 
 
+def push(run_id: int) -> None:
+    """What the training worker does after each stored step, from a thread of its own: Playwright's
+    event loop runs in this one, where async_to_sync refuses to run."""
+
+    def publish() -> None:
+        try:
+            events.run_changed(run_id)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(publish).result()
+
+
 def chart_state(page: Any) -> dict[str, Any]:
     return dict(
         page.evaluate(
@@ -132,7 +148,7 @@ def test_the_loss_curve_has_axes_and_values_and_takes_new_steps_in_place(
     assert "loss 2.000" in (page.get_attribute("#curve", "aria-label") or "")
 
     TrainingRun.objects.filter(id=run.id).update(step=3, loss_history=[[1, 2.5], [2, 2.0], [3, 1.25]])
-    events.run_changed(run.id)
+    push(run.id)
     page.wait_for_function("() => Chart.getChart(document.getElementById('curve')).data.datasets[0].data.length === 3")
     after = chart_state(page)
     assert after["id"] == first["id"], "the chart is updated, not drawn anew"
@@ -141,7 +157,7 @@ def test_the_loss_curve_has_axes_and_values_and_takes_new_steps_in_place(
     assert page.text_content("#phase") == "Training: step 3 of 12"
 
     TrainingRun.objects.filter(id=run.id).update(phase="evaluating")
-    events.run_changed(run.id)
+    push(run.id)
     page.wait_for_function("() => document.getElementById('phase').textContent === 'Evaluating…'")
 
 

@@ -15,6 +15,8 @@ from finetuning import pipeline, services
 from finetuning.models import DatasetBuild, DatasetSnapshot
 from finetuning.pipeline import OnPhase
 
+from .conftest import race
+
 
 @pytest.fixture
 def staff(agent: Any) -> Client:
@@ -162,3 +164,9 @@ def test_the_status_view_is_for_staff_only(client: Client, db: Any) -> None:
     assert client.get(f"/training/datasets/builds/{build.id}.json").status_code == 302
     assert client.post("/training/datasets/new").status_code == 302
     assert DatasetBuild.objects.count() == 1
+
+
+def test_two_concurrent_clicks_create_one_build(transactional_db: Any) -> None:
+    results = race(services.build_start, services.build_start)
+    assert DatasetBuild.objects.count() == 1
+    assert sorted(type(r).__name__ for r in results) == ["BuildAlreadyActive", "DatasetBuild"]
