@@ -148,8 +148,8 @@ def _build_phase_text(status: str, phase: str) -> str:
     if status == DatasetBuild.Status.BUILDING:
         return DatasetBuild.PHASES.get(phase, "Starting") + "…"
     if status == DatasetBuild.Status.READY:
-        return "Ready"
-    return "Failed"
+        return "Built."
+    return "It stopped with this error:"
 
 
 def version_live_results(version: ModelVersion) -> dict[str, Any]:

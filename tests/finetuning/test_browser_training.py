@@ -193,7 +193,15 @@ def test_promote_asks_first_cancel_changes_nothing_and_confirm_promotes(
     candidate.refresh_from_db()
     assert candidate.status == ModelVersion.Status.CANDIDATE
 
-    page.keyboard.press("Escape")  # nothing open: nothing happens
+    page.get_by_role("button", name="Promote", exact=True).focus()
+    page.keyboard.press("Enter")
+    assert dialog.is_visible()
+    assert page.evaluate("document.activeElement.id") == "confirm-cancel"  # the safe choice has the focus
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => !document.getElementById('confirm').open")
+    candidate.refresh_from_db()
+    assert candidate.status == ModelVersion.Status.CANDIDATE
+
     page.get_by_role("button", name="Promote", exact=True).click()
     dialog.get_by_role("button", name="Promote run-1").click()
     page.wait_for_selector("text=run-1 now answers new messages.")
@@ -220,10 +228,17 @@ def test_the_training_pages_fit_a_phone(system: LiveSystem, browser: Any, admin_
     )
     DatasetBuild.objects.create(status=DatasetBuild.Status.FAILED, error="OSError: " + "no-space-left-" * 12)
     page = signed_in_context(browser, system, admin_user).new_page()
+    console: list[str] = []
+    # Chromium's own favicon.ico request may 404: the site has none; everything else counts.
+    page.on(
+        "console",
+        lambda m: console.append(m.text) if m.type == "error" and "favicon.ico" not in m.location["url"] else None,
+    )
     page.set_viewport_size({"width": 390, "height": 844})
     for path in ("/training/", f"/training/runs/{run.id}/", f"/training/versions/{candidate.name}/"):
         page.goto(system.url + path)
         assert page.evaluate(NO_OVERFLOW), f"{path} overflows 390 px"
+    assert console == [], "no script error, no policy violation on the training pages"
     page.goto(system.url + "/training/")
     page.get_by_role("button", name="Roll back to the base model").click()
     box = page.locator("dialog#confirm").bounding_box()

@@ -146,7 +146,7 @@ def test_the_status_view_says_the_phase_then_links_the_dataset(staff: Client) ->
     snapshot = DatasetSnapshot.objects.create(content_hash="abcdef0123456789", counts={"examples": 12})
     services.build_ready(build=build, snapshot=snapshot, phases=3)
     ready = staff.get(url).json()
-    assert ready["finished"] and ready["phase_text"] == "Ready" and ready["progress"] == 1
+    assert ready["finished"] and ready["phase_text"] == "Built." and ready["progress"] == 1
     assert ready["snapshot"] == {
         "id": snapshot.id,
         "name": "abcdef0123",
