@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import connections
 
 from finetuning import events, services
-from finetuning.models import DatasetBuild, ModelVersion, TrainingRun
+from finetuning.models import DatasetBuild, DatasetSnapshot, Example, ModelVersion, TrainingRun
 from tests.e2e.browser import signed_in_context
 from tests.e2e.live import LiveSystem
 
@@ -227,6 +227,18 @@ def test_the_training_pages_fit_a_phone(system: LiveSystem, browser: Any, admin_
         status="running", phase="training", step=2, total_steps=40, loss_history=[[1, 2.5], [2, 2.0]]
     )
     DatasetBuild.objects.create(status=DatasetBuild.Status.FAILED, error="OSError: " + "no-space-left-" * 12)
+    snapshot = DatasetSnapshot.objects.create(content_hash="c0ffee" * 10 + "abcd", counts={"examples": 1})
+    Example.objects.create(
+        snapshot=snapshot,
+        source="correction",
+        split="train",
+        chat=[{"role": "user", "content": "Where is order " + "1234567890" * 8 + "?"}],
+        prompt="p",
+        completion="c",
+        reply="It left the warehouse today, tracking " + "ZX" * 30,
+        conversation_id="c0ffee00",
+        message_ids=list(range(100, 130)),
+    )
     page = signed_in_context(browser, system, admin_user).new_page()
     console: list[str] = []
     # Chromium's own favicon.ico request may 404: the site has none; everything else counts.
@@ -235,7 +247,8 @@ def test_the_training_pages_fit_a_phone(system: LiveSystem, browser: Any, admin_
         lambda m: console.append(m.text) if m.type == "error" and "favicon.ico" not in m.location["url"] else None,
     )
     page.set_viewport_size({"width": 390, "height": 844})
-    for path in ("/training/", f"/training/runs/{run.id}/", f"/training/versions/{candidate.name}/"):
+    pages = ["/training/", f"/training/runs/{run.id}/", f"/training/versions/{candidate.name}/"]
+    for path in [*pages, f"/training/datasets/{snapshot.id}/"]:
         page.goto(system.url + path)
         assert page.evaluate(NO_OVERFLOW), f"{path} overflows 390 px"
     assert console == [], "no script error, no policy violation on the training pages"
