@@ -18,7 +18,7 @@ from .models import DatasetBuild, DatasetSnapshot, ModelVersion, TrainingRun
 def overview(request: HttpRequest) -> HttpResponse:
     context = {
         "runs": [
-            {"run": run, "phase_text": selectors.run_phase_text(run)}
+            {"run": run, "phase_text": selectors.run_phase_text(run), "live": run.status in TrainingRun.ACTIVE_STATUSES}
             for run in TrainingRun.objects.select_related("version", "snapshot")[:30]
         ],
         "versions": ModelVersion.objects.all()[:30],

@@ -1,5 +1,25 @@
-// The training overview (templates/finetuning/overview.html): a dataset build, followed until it
-// is ready or failed by polling its small JSON view, then linked without a reload.
+// The training overview (templates/finetuning/overview.html): the runs under way and a dataset
+// build, each followed by polling its small JSON view; a ready build is linked without a reload.
+(() => {
+  // The runs still under way: their status and phase follow the run's JSON view until they end.
+  document.querySelectorAll("tr[data-status-url]").forEach((row) => {
+    async function follow() {
+      let run = null;
+      try {
+        const response = await fetch(row.dataset.statusUrl, { headers: { Accept: "application/json" } });
+        if (response.ok) run = await response.json();
+      } catch (e) { /* the next round asks again */ }
+      if (run) {
+        const badge = row.querySelector(".badge");
+        badge.textContent = run.status; badge.className = "badge " + run.status;
+        row.querySelector(".phase").textContent = run.phase_text;
+      }
+      if (!run || !run.finished) setTimeout(follow, 2000);
+    }
+    setTimeout(follow, 2000);
+  });
+})();
+
 (() => {
   const $ = (id) => document.getElementById(id);
   const first = JSON.parse($("build-data").textContent);

@@ -161,7 +161,9 @@ def test_the_loss_curve_has_axes_and_values_and_takes_new_steps_in_place(
     page.wait_for_function("() => document.getElementById('phase').textContent === 'Evaluating…'")
 
 
-def test_a_building_run_says_so_instead_of_step_0_of_0(system: LiveSystem, browser: Any, admin_user: Any) -> None:
+def test_a_building_run_says_so_instead_of_step_0_of_0_and_the_overview_follows_it(
+    system: LiveSystem, browser: Any, admin_user: Any
+) -> None:
     run = services.run_start()
     TrainingRun.objects.filter(id=run.id).update(status="running", phase="building")
     page = signed_in_context(browser, system, admin_user).new_page()
@@ -169,6 +171,17 @@ def test_a_building_run_says_so_instead_of_step_0_of_0(system: LiveSystem, brows
     page.wait_for_selector("body[data-live='socket']")
     assert page.text_content("#phase") == "Building the dataset…"
     assert "step 0 of 0" not in (page.text_content("main") or "")
+
+    page.goto(system.url + "/training/")
+    cell = page.locator(f"tr[data-run='{run.id}'] td.phase")
+    assert cell.text_content() == "Building the dataset…"
+    TrainingRun.objects.filter(id=run.id).update(phase="training", step=3, total_steps=10)
+    page.wait_for_function(
+        f"() => document.querySelector(\"tr[data-run='{run.id}'] td.phase\").textContent === 'Training: step 3 of 10'"
+    )
+    TrainingRun.objects.filter(id=run.id).update(status="failed", phase="", error="boom")
+    page.wait_for_function(f"() => document.querySelector(\"tr[data-run='{run.id}'] .badge\").textContent === 'failed'")
+    assert cell.text_content() == "Failed after step 3 of 10"
 
 
 def test_promote_asks_first_cancel_changes_nothing_and_confirm_promotes(
