@@ -277,6 +277,8 @@ FINETUNING_PROBE_MAX_FACTS = env_int("FINETUNING_PROBE_MAX_FACTS", 40)
 FINETUNING_PROBE_MIN_SIMILARITY = env_float("FINETUNING_PROBE_MIN_SIMILARITY", 0.6)
 FINETUNING_PROBE_UNRELATED = env_int("FINETUNING_PROBE_UNRELATED", 0)  # 0: all of them
 FINETUNING_CHECK_MIN_EXAMPLES = env_int("FINETUNING_CHECK_MIN_EXAMPLES", 5)
+# A dataset build unchanged this long lost its worker: it fails, and a new one may start.
+FINETUNING_BUILD_STALE_S = env_int("FINETUNING_BUILD_STALE_S", 1800)
 # Knowledge in training (docs/knowledge.md): phrasings per corrected question, the shares of
 # examples that carry retrieved entries (RAFT), and the preference step on the stored pairs.
 FINETUNING_PARAPHRASES = env_int("FINETUNING_PARAPHRASES", 0)  # 0: off (bench: +recall, +leaks; docs/knowledge.md)

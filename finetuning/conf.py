@@ -57,6 +57,11 @@ def general_examples() -> int:
     return int(settings.FINETUNING_GENERAL_EXAMPLES)
 
 
+def build_stale_seconds() -> int:
+    """How long a dataset build may go without a write before it counts as lost with its worker."""
+    return int(settings.FINETUNING_BUILD_STALE_S)
+
+
 def eval_max_new_tokens() -> int:
     return int(settings.FINETUNING_EVAL_MAX_NEW_TOKENS)
 

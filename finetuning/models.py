@@ -225,3 +225,45 @@ class TrainingRun(models.Model):
     @property
     def progress(self) -> float:
         return self.step / self.total_steps if self.total_steps else 0.0
+
+
+class DatasetBuild(models.Model):
+    """One "Build a dataset to browse" request, from the click to its snapshot (or its error): what
+    the overview page follows while a Celery worker builds it. The Celery message carries its id."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        BUILDING = "building"
+        READY = "ready"
+        FAILED = "failed"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.BUILDING)
+    # What a build goes through, in order (finetuning.pipeline.build_execute), as the page says it.
+    PHASES = {
+        "tokenizer": "Loading the tokenizer",
+        "general": "The base model writes its general replies",
+        "examples": "Collecting, redacting and rendering the examples",
+    }
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    # What the builder does now (a key of PHASES), and how many phases it has passed.
+    phase = models.CharField(max_length=32, blank=True)
+    phases_done = models.PositiveSmallIntegerField(default=0)
+    snapshot = models.ForeignKey(
+        DatasetSnapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="builds"
+    )
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    # Every write touches it: a build unchanged for longer than FINETUNING_BUILD_STALE_S lost its worker.
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Dataset build {self.pk} ({self.status})"

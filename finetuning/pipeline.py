@@ -21,7 +21,7 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from . import conf, selectors, services
-from .models import DatasetSnapshot, Example, ModelVersion, TrainingRun
+from .models import DatasetBuild, DatasetSnapshot, Example, ModelVersion, TrainingRun
 from .services import LeaseLost
 
 if TYPE_CHECKING:
@@ -179,14 +179,25 @@ def _snapshot_for(
     services.run_update(run=run, owner=owner, snapshot=run.snapshot)
 
 
+# Told each phase of a dataset build as it begins (a key of DatasetBuild.PHASES).
+OnPhase = Callable[[str], None]
+
+
 def _snapshot_build(
-    *, model_path: str, tokenizer: PreTrainedTokenizerBase, options: BuildOptions, check: Callable[[], None]
+    *,
+    model_path: str,
+    tokenizer: PreTrainedTokenizerBase,
+    options: BuildOptions,
+    check: Callable[[], None],
+    on_phase: OnPhase | None = None,
 ) -> DatasetSnapshot:
     """The base model's general replies (``check`` once they are made: the slow part), then the
     snapshot of conversations they are mixed into, with the base model's rewordings of the
     corrected questions. The model is loaded once, and only when a cache misses."""
     from . import datasets
     from .base import load_model
+
+    phase = on_phase or (lambda _: None)
 
     loaded: list[Any] = []
 
@@ -195,6 +206,7 @@ def _snapshot_build(
             loaded.append(load_model(model_path))
         return loaded[0]
 
+    phase("general")
     general = datasets.general_replies(
         model_path=model_path,
         tokenizer=tokenizer,
@@ -203,6 +215,7 @@ def _snapshot_build(
         load=load,
     )
     check()
+    phase("examples")
     rephrase = datasets.model_rephrase(
         model_path=model_path, tokenizer=tokenizer, per_question=options.paraphrases, load=load, seed=options.seed
     )
@@ -391,15 +404,43 @@ def _last_question(chat: list[dict[str, str]]) -> str:
     return next((m["content"] for m in reversed(chat) if m["role"] == "user"), "")
 
 
-def snapshot_build_now() -> DatasetSnapshot:
+def snapshot_build_now(on_phase: OnPhase | None = None) -> DatasetSnapshot:
     """A snapshot built in this process, for the admin to browse before training."""
     from . import datasets
     from .base import base_model_path, load_tokenizer
 
+    phase = on_phase or (lambda _: None)
+    phase("tokenizer")
     model_path = base_model_path()
     return _snapshot_build(
         model_path=model_path,
         tokenizer=load_tokenizer(model_path),
         options=datasets.options_from_settings(),
         check=lambda: None,
+        on_phase=on_phase,
     )
+
+
+# Builds a snapshot, telling each phase as it begins: snapshot_build_now, or a test's own.
+Builder = Callable[[OnPhase], DatasetSnapshot]
+
+
+def build_execute(*, build_id: int, builder: Builder = snapshot_build_now) -> DatasetBuild | None:
+    """A dataset build from its click to its snapshot: what the Celery task calls. None when the
+    build is not queued (a second copy of its message, or a build failed as lost meanwhile)."""
+    build = services.build_claim(build_id=build_id)
+    if build is None:
+        return None
+    order = list(DatasetBuild.PHASES)
+
+    def on_phase(phase: str) -> None:
+        services.build_phase(build=build, phase=phase, done=order.index(phase))
+
+    try:
+        snapshot = builder(on_phase)
+    except Exception as error:
+        log.exception("dataset build %s failed", build_id)
+        services.build_fail(build=build, error=f"{type(error).__name__}: {error}")
+    else:
+        services.build_ready(build=build, snapshot=snapshot, phases=len(order))
+    return DatasetBuild.objects.get(id=build_id)

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Q
+from django.urls import reverse
+from django.utils import timezone
 
-from .models import ModelVersion, TrainingRun
+from . import conf
+from .models import DatasetBuild, ModelVersion, Promotion, TrainingRun
 
 
 def version_active() -> ModelVersion | None:
@@ -25,6 +30,7 @@ def run_payload(run: TrainingRun) -> dict[str, Any]:
         "id": run.id,
         "status": run.status,
         "phase": run.phase,
+        "phase_text": run_phase_text(run),
         "step": run.step,
         "total_steps": run.total_steps,
         "progress": round(run.progress, 4),
@@ -39,6 +45,111 @@ def run_payload(run: TrainingRun) -> dict[str, Any]:
         "version": run.version.name if run.version_id and run.version else None,
         "finished": run.status not in TrainingRun.ACTIVE_STATUSES,
     }
+
+
+def run_phase_text(run: TrainingRun) -> str:
+    """What a run is doing, in words: the overview's table and the run page say this rather than
+    "step 0 of 0" while its dataset is built or its version evaluated."""
+    steps = f"step {run.step} of {run.total_steps}" if run.total_steps else ""
+    if run.status == TrainingRun.Status.QUEUED:
+        return "Queued: waiting for a training worker"
+    if run.status != TrainingRun.Status.RUNNING:
+        return run.get_status_display().capitalize() + (f" after {steps}" if steps else "")
+    if run.cancel_requested:
+        return "Cancelling…"
+    if run.phase == "building":
+        return "Building the dataset…"
+    if run.phase == "training":
+        return f"Training: {steps}" if steps else "Training: starting…"
+    if run.phase == "evaluating":
+        return "Evaluating…"
+    return "Starting…"
+
+
+def promotion_stack() -> list[ModelVersion | None]:
+    """The versions that served in turn: a promote pushes, a rollback pops."""
+    stack: list[ModelVersion | None] = []
+    for event in Promotion.objects.select_related("version"):
+        if event.kind == Promotion.Kind.PROMOTE:
+            stack.append(event.version)
+        elif stack:
+            stack.pop()
+    return stack
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """Where a rollback would go now: ``version`` (None: the base model) when ``possible``, else
+    ``reason`` says why there is nothing to roll back to."""
+
+    possible: bool
+    version: ModelVersion | None = None
+    reason: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.version.name if self.version is not None else "the base model"
+
+
+def rollback_target() -> Rollback:
+    """What services.version_rollback would do now; the pages offer "Roll back" from this."""
+    stack = promotion_stack()
+    if version_active() is None and not stack:
+        return Rollback(False, reason="the base model is serving and nothing served before it")
+    if stack:
+        stack.pop()
+    return Rollback(True, stack[-1] if stack else None)
+
+
+def build_stale_before() -> datetime:
+    """A build unchanged since before this lost its worker (services.builds_fail_stale)."""
+    return timezone.now() - timedelta(seconds=conf.build_stale_seconds())
+
+
+def build_latest() -> DatasetBuild | None:
+    return DatasetBuild.objects.select_related("snapshot").first()
+
+
+def build_payload(build: DatasetBuild) -> dict[str, Any]:
+    """What the overview polls while a dataset is built: its status, phase and, once ready, its link.
+    A build nobody has written for too long reads as failed already (its worker was lost)."""
+    status, error = build.status, build.error
+    if status in DatasetBuild.ACTIVE_STATUSES and build.updated_at < build_stale_before():
+        from .services import LOST_BUILD
+
+        status, error = DatasetBuild.Status.FAILED, LOST_BUILD.format(minutes=round(conf.build_stale_seconds() / 60))
+    phases = len(DatasetBuild.PHASES)
+    snapshot = build.snapshot if status == DatasetBuild.Status.READY else None
+    return {
+        "id": build.id,
+        "status": status,
+        "phase": build.phase,
+        "phase_text": _build_phase_text(status, build.phase),
+        "phases_done": build.phases_done,
+        "phases_total": phases,
+        "progress": round(build.phases_done / phases, 4),
+        "error": error,
+        "finished": status not in DatasetBuild.ACTIVE_STATUSES,
+        "snapshot": None
+        if snapshot is None
+        else {
+            "id": snapshot.id,
+            "name": snapshot.content_hash[:10],
+            "examples": (snapshot.counts or {}).get("examples", 0),
+            "url": reverse("finetuning:snapshot_detail", args=[snapshot.id]),
+        },
+        "status_url": reverse("finetuning:build_status", args=[build.id]),
+    }
+
+
+def _build_phase_text(status: str, phase: str) -> str:
+    if status == DatasetBuild.Status.QUEUED:
+        return "Queued: waiting for a worker on the finetuning queue"
+    if status == DatasetBuild.Status.BUILDING:
+        return DatasetBuild.PHASES.get(phase, "Starting") + "…"
+    if status == DatasetBuild.Status.READY:
+        return "Built."
+    return "It stopped with this error:"
 
 
 def version_live_results(version: ModelVersion) -> dict[str, Any]:

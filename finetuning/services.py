@@ -19,8 +19,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from . import conf, events
-from .models import DatasetSnapshot, LoopLock, ModelVersion, Promotion, TrainingRun
-from .selectors import version_active
+from .models import DatasetBuild, DatasetSnapshot, LoopLock, ModelVersion, Promotion, TrainingRun
+from .selectors import build_stale_before, rollback_target, version_active
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,15 @@ class RunAlreadyActive(LearningLoopError):
     def __init__(self, run: TrainingRun) -> None:
         super().__init__(f"training run {run.pk} is already {run.status}")
         self.run = run
+
+
+class BuildAlreadyActive(LearningLoopError):
+    def __init__(self, build: DatasetBuild) -> None:
+        super().__init__(
+            f"a dataset is already being built (build {build.pk}, {build.status}, asked for at "
+            f"{timezone.localtime(build.created_at):%H:%M}); this click started no second build"
+        )
+        self.build = build
 
 
 class LeaseHeld(LearningLoopError):
@@ -178,6 +187,70 @@ def run_succeed(*, run: TrainingRun, owner: str, version: ModelVersion) -> None:
         _announce(run.id)
 
 
+def build_start(*, requested_by: User | None = None, enqueue: Enqueue | None = None) -> DatasetBuild:
+    """A queued dataset build, handed to ``enqueue`` inside the transaction; BuildAlreadyActive
+    while another one is queued or building (two clicks, or two admins), after failing the builds
+    whose worker was lost."""
+    with transaction.atomic():
+        _lock("builds")
+        builds_fail_stale()
+        busy = DatasetBuild.objects.filter(status__in=DatasetBuild.ACTIVE_STATUSES).first()
+        if busy is not None:
+            raise BuildAlreadyActive(busy)
+        build = DatasetBuild.objects.create(requested_by=requested_by)
+        if enqueue is not None:
+            enqueue(build.id)
+    return build
+
+
+def build_claim(*, build_id: int) -> DatasetBuild | None:
+    """Start a queued build; None when it is not queued (a second copy of its message, or a build
+    already failed as lost): that message does nothing."""
+    now = timezone.now()
+    claimed = DatasetBuild.objects.filter(id=build_id, status=DatasetBuild.Status.QUEUED).update(
+        status=DatasetBuild.Status.BUILDING, started_at=now, updated_at=now
+    )
+    return DatasetBuild.objects.get(id=build_id) if claimed else None
+
+
+def build_phase(*, build: DatasetBuild, phase: str, done: int) -> None:
+    """The builder moved on to ``phase``, having passed ``done`` of them."""
+    DatasetBuild.objects.filter(id=build.id, status=DatasetBuild.Status.BUILDING).update(
+        phase=phase, phases_done=done, updated_at=timezone.now()
+    )
+
+
+def build_ready(*, build: DatasetBuild, snapshot: DatasetSnapshot, phases: int) -> None:
+    now = timezone.now()
+    DatasetBuild.objects.filter(id=build.id).update(
+        status=DatasetBuild.Status.READY,
+        snapshot=snapshot,
+        phase="",
+        phases_done=phases,
+        updated_at=now,
+        finished_at=now,
+    )
+
+
+def build_fail(*, build: DatasetBuild, error: str) -> None:
+    now = timezone.now()
+    DatasetBuild.objects.filter(id=build.id).update(
+        status=DatasetBuild.Status.FAILED, error=error[:2000], updated_at=now, finished_at=now
+    )
+
+
+LOST_BUILD = "its worker stopped answering (no progress for {minutes} minutes): start another build"
+
+
+def builds_fail_stale() -> int:
+    """Fail the builds nobody has written for FINETUNING_BUILD_STALE_S: their worker died, or no
+    worker ever took the message. Otherwise one lost build would refuse every later one."""
+    now = timezone.now()
+    error = LOST_BUILD.format(minutes=round(conf.build_stale_seconds() / 60))
+    stale = DatasetBuild.objects.filter(status__in=DatasetBuild.ACTIVE_STATUSES, updated_at__lt=build_stale_before())
+    return stale.update(status=DatasetBuild.Status.FAILED, error=error, updated_at=now, finished_at=now)
+
+
 def _lease_end() -> datetime:
     return timezone.now() + timedelta(seconds=conf.lease_seconds())
 
@@ -216,17 +289,6 @@ def runs_resume_stale(*, enqueue: Enqueue) -> list[int]:
             enqueue(run_id)
             requeued.append(run_id)
     return requeued
-
-
-def _promotion_stack() -> list[ModelVersion | None]:
-    """The versions that served in turn: a promote pushes, a rollback pops."""
-    stack: list[ModelVersion | None] = []
-    for event in Promotion.objects.select_related("version"):
-        if event.kind == Promotion.Kind.PROMOTE:
-            stack.append(event.version)
-        elif stack:
-            stack.pop()
-    return stack
 
 
 def _lock(name: str) -> None:
@@ -342,12 +404,10 @@ def version_rollback(*, expected: str | None = None, actor: User | None = None) 
     with _one_at_a_time():
         current = version_active()
         _expect(current, expected)
-        stack = _promotion_stack()
-        if current is None and not stack:
-            raise NothingToRollBack("the base model is already serving and there is nothing earlier")
-        if stack:
-            stack.pop()
-        previous = stack[-1] if stack else None
+        target = rollback_target()
+        if not target.possible:
+            raise NothingToRollBack(target.reason)
+        previous = target.version
         _activate(previous)
         Promotion.objects.create(kind=Promotion.Kind.ROLLBACK, version=previous, actor=actor)
     return previous

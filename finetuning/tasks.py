@@ -94,6 +94,7 @@ def stop_sweeping(**_: Any) -> None:
 
 
 @shared_task(queue="finetuning", acks_late=True)
-def snapshot_build() -> int:
-    """A dataset snapshot for the admin to browse before training."""
-    return pipeline.snapshot_build_now().id
+def dataset_build(build_id: int) -> str | None:
+    """A dataset snapshot for the admin to browse before training; the build's row follows it."""
+    build = pipeline.build_execute(build_id=build_id)
+    return build.status if build is not None else None

@@ -10,19 +10,26 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from . import conf, selectors, services, tasks
-from .models import DatasetSnapshot, ModelVersion, TrainingRun
+from .models import DatasetBuild, DatasetSnapshot, ModelVersion, TrainingRun
 
 
 @staff_member_required
 @require_GET
 def overview(request: HttpRequest) -> HttpResponse:
     context = {
-        "runs": TrainingRun.objects.select_related("version", "snapshot")[:30],
+        "runs": [
+            {"run": run, "phase_text": selectors.run_phase_text(run), "live": run.status in TrainingRun.ACTIVE_STATUSES}
+            for run in TrainingRun.objects.select_related("version", "snapshot")[:30]
+        ],
         "versions": ModelVersion.objects.all()[:30],
         "snapshots": DatasetSnapshot.objects.all()[:10],
         "active": selectors.version_active(),
         "busy": TrainingRun.objects.filter(status__in=TrainingRun.ACTIVE_STATUSES).first(),
+        "rollback": selectors.rollback_target(),
     }
+    build = selectors.build_latest()
+    if build is not None:
+        context["build"] = selectors.build_payload(build)
     return render(request, "finetuning/overview.html", context)
 
 
@@ -67,9 +74,18 @@ def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
 @staff_member_required
 @require_POST
 def snapshot_create(request: HttpRequest) -> HttpResponse:
-    tasks.snapshot_build.delay()
-    messages.info(request, "Building a dataset on the finetuning queue; it will appear here in a moment.")
+    try:
+        services.build_start(requested_by=request.user, enqueue=tasks.dataset_build.delay_on_commit)
+    except services.BuildAlreadyActive as busy:
+        messages.warning(request, str(busy).capitalize() + ".")
     return redirect("finetuning:overview")
+
+
+@staff_member_required
+@require_GET
+def build_status(request: HttpRequest, build_id: int) -> JsonResponse:
+    build = get_object_or_404(DatasetBuild.objects.select_related("snapshot"), id=build_id)
+    return JsonResponse(selectors.build_payload(build))
 
 
 @staff_member_required
@@ -92,6 +108,7 @@ def version_detail(request: HttpRequest, name: str) -> HttpResponse:
         "metrics": version.metrics,
         "live": selectors.version_live_results(version),
         "active": selectors.version_active(),
+        "rollback": selectors.rollback_target(),
         "refused": services.version_refused_checks(version),
         "checks": selectors.version_checks(version),
         "min_examples": conf.check_min_examples(),

@@ -1,23 +1,67 @@
-// The training run page (templates/finetuning/run.html): live progress, socket first, polling when it is down.
+// The training run page (templates/finetuning/run.html): live progress, socket first, polling when
+// it is down; the loss curve is one Chart.js chart whose data each push replaces.
 (() => {
   const $ = (id) => document.getElementById(id);
   const url = $("run-page").dataset.statusUrl;
   const versionUrl = $("run-page").dataset.versionUrl;
+  const LATEST_ROWS = 5;
+  const stepsTitle = (total) => (total ? `Step (of ${total})` : "Step");
+
+  const chart = new Chart($("curve"), {
+    type: "line",
+    data: { datasets: [{ label: "Training loss", data: [], borderColor: "#3d7be0", backgroundColor: "#3d7be0",
+      borderWidth: 2, pointRadius: 2, pointHoverRadius: 5, tension: 0 }] },
+    options: {
+      animation: false, responsive: true, maintainAspectRatio: false, parsing: false, normalized: true,
+      interaction: { mode: "nearest", axis: "x", intersect: false },
+      scales: {
+        x: { type: "linear", min: 0, title: { display: true, text: "Step" }, ticks: { precision: 0 } },
+        y: { type: "linear", title: { display: true, text: "Loss" } },
+      },
+      plugins: {
+        legend: { display: false },
+        tooltip: { callbacks: {
+          title: (items) => `Step ${items[0].parsed.x}` + (chart.options.scales.x.max ? ` of ${chart.options.scales.x.max}` : ""),
+          label: (item) => `Loss ${item.parsed.y.toFixed(3)}`,
+        } },
+      },
+    },
+  });
+
+  function drawCurve(run) {
+    const points = run.loss_history.map(([step, loss]) => ({ x: step, y: loss }));
+    const total = Math.max(run.total_steps, points.length ? points[points.length - 1].x : 0);
+    chart.data.datasets[0].data = points;
+    chart.options.scales.x.max = total || undefined;
+    chart.options.scales.x.title.text = stepsTitle(total);
+    chart.update("none");
+    const last = points[points.length - 1];
+    const summary = last ? `Latest: step ${last.x} of ${total}, loss ${last.y.toFixed(3)}.` : "No loss values yet.";
+    $("loss-latest").textContent = summary;
+    $("curve").setAttribute("aria-label", `Training loss by step. ${summary}`);
+    const rows = points.slice(-LATEST_ROWS).reverse().map((p) => {
+      const row = document.createElement("tr");
+      const step = document.createElement("td"), loss = document.createElement("td");
+      step.textContent = String(p.x); loss.textContent = p.y.toFixed(3);
+      row.append(step, loss);
+      return row;
+    });
+    $("loss-table").tBodies[0].replaceChildren(...rows);
+  }
+
   function draw(run) {
-    $("status").textContent = run.status + (run.phase ? " · " + run.phase : "");
+    $("status").textContent = run.status;
     $("status").className = "badge " + run.status;
+    $("phase").textContent = run.phase_text;
     $("bar").style.width = (100 * run.progress).toFixed(1) + "%";
     const loss = run.loss_history.length ? run.loss_history[run.loss_history.length - 1][1].toFixed(3) : "–";
     const eta = run.eta_s == null ? "–" : Math.round(run.eta_s) + " s";
     const rate = run.tokens_per_s == null ? "–" : Math.round(run.tokens_per_s);
-    $("numbers").textContent = `step ${run.step} of ${run.total_steps} · loss ${loss} · ${rate} tokens/s · ETA ${eta}` +
+    // Before its first step a run has no steps to count: the phase above says what it does.
+    $("numbers").textContent = !run.total_steps ? "" :
+      `step ${run.step} of ${run.total_steps} · loss ${loss} · ${rate} tokens/s · ETA ${eta}` +
       (run.resumed_from_step ? ` · resumed from step ${run.resumed_from_step}` : "");
-    const points = run.loss_history, n = Math.max(run.total_steps, points.length, 1);
-    if (points.length) {
-      const values = points.map((p) => p[1]), hi = Math.max(...values), lo = Math.min(...values), span = hi - lo || 1;
-      $("loss").setAttribute("points", points.map(([s, v]) => `${(600 * s / n).toFixed(1)},${(190 - 180 * (v - lo) / span).toFixed(1)}`).join(" "));
-      $("loss-max").textContent = hi.toFixed(3); $("loss-min").textContent = lo.toFixed(3);
-    }
+    drawCurve(run);
     $("error").textContent = run.error || "";
     $("cancel").hidden = run.finished;
     if (run.version) {

@@ -44,7 +44,7 @@ from conversations.knowledge.models import KnowledgeEntry
 from conversations.models import CannedReply, Conversation, ConversationNote, Correction, Feedback, WidgetSite
 from conversations.workspace.consumers import AgentConsumer
 from finetuning import services as learning
-from finetuning.models import DatasetSnapshot, ModelVersion, Promotion, TrainingRun
+from finetuning.models import DatasetBuild, DatasetSnapshot, ModelVersion, Promotion, TrainingRun
 from tests.sockets import HEADERS, customer_session, open_agent, receive_until, user_session
 
 from .conftest import add_messages, customer_client, user_client
@@ -100,7 +100,8 @@ def run_cancelled(world: World) -> bool:
 
 
 def snapshot_queued(world: World) -> bool:
-    return world["dispatched"]["snapshot_build"].call_args_list == [mock.call()]
+    build = DatasetBuild.objects.exclude(id=world["build"].id).first()
+    return build is not None and world["dispatched"]["dataset_build"].call_args_list == [mock.call(build.id)]
 
 
 def promoted(world: World) -> bool:
@@ -304,6 +305,7 @@ ROUTES = [
     Route("get", "/training/runs/{run}.json", staff_only(200)),
     Route("post", "/training/runs/{run}/cancel", staff_only("/training/runs/{run}/"), done=run_cancelled),
     Route("post", "/training/datasets/new", staff_only("/training/"), done=snapshot_queued),
+    Route("get", "/training/datasets/builds/{build}.json", staff_only(200)),
     Route("get", "/training/datasets/{snapshot}/", staff_only(200)),
     Route("get", "/training/versions/{candidate}/", staff_only(200)),
     Route(
@@ -337,9 +339,9 @@ def dispatched() -> Iterator[dict[str, mock.MagicMock]]:
     """The Celery messages a permitted POST sends, caught: no training or dataset build starts."""
     with (
         mock.patch("finetuning.tasks.training_run.delay") as training_run,
-        mock.patch("finetuning.tasks.snapshot_build.delay") as snapshot_build,
+        mock.patch("finetuning.tasks.dataset_build.delay") as dataset_build,
     ):
-        yield {"training_run": training_run, "snapshot_build": snapshot_build}
+        yield {"training_run": training_run, "dataset_build": dataset_build}
 
 
 @pytest.fixture
@@ -373,6 +375,7 @@ def world(
     serving, candidate = versions
     learning.version_promote(version=serving, actor=admin_user)
     run = TrainingRun.objects.create(snapshot=snapshot, requested_by=admin_user)
+    build = DatasetBuild.objects.create(status=DatasetBuild.Status.READY, snapshot=snapshot)  # done: another may start
     entry = knowledge.entry_create(question="How much is wrapping?", answer="$4.50.")
     other_entry = knowledge.entry_create(question="What does wrapping cost?", answer="$4.50 a gift.")
     site = WidgetSite.objects.create(name="Shop", allowed_origins=["https://shop.example.com"])
@@ -388,6 +391,7 @@ def world(
         "serving": serving,
         "candidate": candidate,
         "run": run,
+        "build": build,
         "dispatched": dispatched,
         "users": {"plain_user": plain_user, "agent": agent_user, "admin": admin_user},
         "customers": {"customer_a": customer, "customer_b": second_customer},
@@ -399,6 +403,7 @@ def ids(world: World) -> dict[str, Any]:
         "conversation": world["conversation"].id,
         "reply": world["reply"].id,
         "run": world["run"].id,
+        "build": world["build"].id,
         "snapshot": world["snapshot"].id,
         "candidate": world["candidate"].name,
         "customer": world["customers"]["customer_a"].id,
@@ -471,6 +476,7 @@ SAMPLE_IDS = {
     "conversation": "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
     "reply": 1,
     "run": 1,
+    "build": 1,
     "snapshot": 1,
     "candidate": "run-2",
     "a": "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f",

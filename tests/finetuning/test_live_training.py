@@ -62,6 +62,11 @@ def test_retrain_now_runs_on_a_celery_worker_and_the_page_follows_it_live(
     page.get_by_role("button", name="Retrain now").click()
     page.wait_for_url(re.compile(r"/training/runs/\d+/$"))
     page.wait_for_selector("body[data-live=socket]")
+    page.evaluate(
+        """() => { const phase = document.getElementById('phase'); window.__phases = [phase.textContent];
+        new MutationObserver(() => window.__phases.push(phase.textContent))
+          .observe(phase, { childList: true, characterData: true, subtree: true }); }"""
+    )
     page.wait_for_selector("#status.running", timeout=120_000)  # the worker took the message
     page.wait_for_selector("#status.succeeded, #status.failed, #status.cancelled", timeout=300_000)
 
@@ -71,8 +76,11 @@ def test_retrain_now_runs_on_a_celery_worker_and_the_page_follows_it_live(
     pushes = int(page.evaluate("document.body.dataset.pushes"))
     assert pushes > run.total_steps, "each stored step should have reached the page as a push"
     assert page.evaluate("document.getElementById('bar').style.width") == "100%"
-    points = page.get_attribute("#loss", "points") or ""
-    assert len(points.split()) == len(run.loss_history) == run.total_steps
+    points = page.evaluate("Chart.getChart(document.getElementById('curve')).data.datasets[0].data.length")
+    assert points == len(run.loss_history) == run.total_steps
+    assert page.text_content("#phase") == f"Succeeded after step {run.total_steps} of {run.total_steps}"
+    phases = page.evaluate("window.__phases")
+    assert f"Training: step 1 of {run.total_steps}" in phases and "Evaluating…" in phases, phases
     assert f"step {run.total_steps} of {run.total_steps}" in (page.text_content("#numbers") or "")
     assert page.is_hidden("#cancel")
     page.click("#version a")
