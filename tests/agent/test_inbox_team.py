@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from conversations.chat import services as chat_services
 from conversations.models import Conversation, ConversationRead, Customer
-from conversations.workspace import selectors, services
+from conversations.workspace import services
 from tests.capture import CaptureEvents
 from tests.sockets import open_agent, open_chat, receive_until
 
