@@ -141,16 +141,17 @@ def inbox(filters: InboxFilters, user: User | None = None) -> QuerySet[Conversat
 
 
 def view_counts(user: User) -> dict[str, dict[str, int]]:
-    """Per view, how many conversations it holds and how many customer messages in them ``user``
-    has not read, in one aggregate query (filters aside: the tabs count the whole view)."""
-    rows = Conversation.objects.filter(_said()).annotate(unread=unread_of(user))
-    aggregates: dict[str, Any] = {}
-    for view in VIEWS:
-        where = view_filter(view, user)
-        aggregates[f"{view}_count"] = Count("id", filter=where)
-        aggregates[f"{view}_unread"] = Coalesce(Sum("unread", filter=where), 0)
-    totals = rows.aggregate(**aggregates)
-    return {view: {"count": totals[f"{view}_count"], "unread": totals[f"{view}_unread"]} for view in VIEWS}
+    """Per view, how many conversations it holds and how many customer messages ``user`` has not
+    read in its open ones (a closed conversation asks nothing of anyone), filters aside: the tabs
+    count the whole view. Two aggregate queries, whatever the number of conversations."""
+    said = Conversation.objects.filter(_said())
+    totals = said.aggregate(**{view: Count("id", filter=view_filter(view, user)) for view in VIEWS})
+    unread = (
+        said.exclude(status=Conversation.Status.CLOSED)
+        .annotate(unread=unread_of(user))
+        .aggregate(**{view: Coalesce(Sum("unread", filter=view_filter(view, user)), 0) for view in VIEWS})
+    )
+    return {view: {"count": totals[view], "unread": unread[view]} for view in VIEWS}
 
 
 def title_count(counts: dict[str, dict[str, int]]) -> int:

@@ -96,6 +96,14 @@ def test_counts_per_view_and_unread_per_agent(agent_client: Client, agent_user: 
     assert user_client(second_agent).get("/agent/inbox/counts").json()["views"]["all"]["unread"] == 4
 
 
+def test_the_tabs_count_no_unread_in_closed_conversations(agent_client: Client, agent_user: User) -> None:
+    started("closed", minutes_ago=5, assignee=agent_user, status="closed")
+    started("open", minutes_ago=4, assignee=agent_user)
+    assert agent_client.get("/agent/inbox/counts").json()["views"]["mine"] == {"count": 2, "unread": 1}
+    page = agent_client.get("/agent/?view=mine").context["page"]
+    assert sorted(c.unread for c in page) == [1, 1]  # each row still says what is unread in it
+
+
 def test_unread_counts_rise_and_clear_per_conversation(agent_client: Client, agent_user: User) -> None:
     conversation = started("alice", minutes_ago=5)
     add_messages(conversation, ("bot", "Hello"), ("customer", "hi"), ("system", "Dana joined."))
