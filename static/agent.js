@@ -326,6 +326,7 @@
     });
     $("bulk-reviewed").addEventListener("click", () => bulk("reviewed"));
     $("bulk-exclude").addEventListener("click", () => bulk("exclude"));
+    $("bulk-assign").addEventListener("click", () => bulk("assign", { assignee: $("bulk-assignee").value }));
     selectionChanged();
   }
 

@@ -223,6 +223,20 @@ def test_bulk_tag_reviewed_and_exclude(agent_client: Client) -> None:
     ]
 
 
+def test_bulk_assign_goes_through_the_assignment_service(
+    agent_client: Client, agent_user: User, second_agent: User
+) -> None:
+    free, held = started("free", minutes_ago=2), started("held", minutes_ago=1)
+    services.conversation_takeover(conversation=held, agent=second_agent)
+    answer = bulk(agent_client, "assign", free, held, assignee=str(agent_user.id)).json()
+    assert answer["done"] == [str(free.id)] and answer["skipped"][0]["reason"] == "Eli holds this conversation."
+    assert Conversation.objects.get(id=free.id).assignee_id == agent_user.id
+    assert Conversation.objects.get(id=held.id).assignee_id == second_agent.id
+    assert free.events.filter(kind="assigned", actor=agent_user, assignee=agent_user).exists()
+    refused = bulk(agent_client, "assign", free, assignee="nobody")
+    assert (refused.status_code, refused.json()["code"]) == (400, "invalid_assignee")
+
+
 def test_bulk_refuses_what_makes_no_sense(agent_client: Client) -> None:
     a = started("a", minutes_ago=1)
     for answer, code in [
