@@ -10,7 +10,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, Exists, F, FilteredRelation, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from .. import roles
@@ -98,27 +98,31 @@ def unread_of(user: User | None) -> Subquery:
     return Coalesce(Subquery(unread), 0)  # type: ignore[return-value]
 
 
+def _count_of(messages: QuerySet[Message]) -> Coalesce:
+    """How many of the conversation's ``messages``: a correlated count, which the database works
+    out only for the rows a page lists (a GROUP BY over every conversation would sort them all)."""
+    counted = messages.order_by().values("conversation").annotate(n=Count("id")).values("n")
+    return Coalesce(Subquery(counted), 0)
+
+
 def inbox(filters: InboxFilters, user: User | None = None) -> QuerySet[Conversation]:
     """Conversations with at least one message in the view, narrowed by ``filters``: waiting ones
     first, longest wait first, then by last activity, newest first; each with ``unread`` for ``user``."""
     negative = Feedback.objects.filter(message__conversation=OuterRef("pk"), positive=False)
+    own = Message.objects.filter(conversation=OuterRef("pk"))
     conversations = (
         Conversation.objects.select_related("customer", "agent", "assignee")
         .filter(view_filter(filters.view, user))
+        .filter(_said())
         .annotate(
-            message_count=Count("messages", filter=~Q(messages__role=Message.Role.SYSTEM)),
-            customer_message_count=Count("messages", filter=Q(messages__role=Message.Role.CUSTOMER)),
+            message_count=_count_of(own.exclude(role=Message.Role.SYSTEM)),
+            customer_message_count=_count_of(own.filter(role=Message.Role.CUSTOMER)),
             has_negative=Exists(negative),
             last_text=Subquery(
-                Message.objects.filter(conversation=OuterRef("pk"))
-                .exclude(role=Message.Role.SYSTEM)
-                .exclude(text="")
-                .order_by("-created_at", "-id")
-                .values("text")[:1]
+                own.exclude(role=Message.Role.SYSTEM).exclude(text="").order_by("-created_at", "-id").values("text")[:1]
             ),
             unread=unread_of(user),
         )
-        .filter(message_count__gt=0)
         .order_by(F("waiting_since").asc(nulls_last=True), "-last_activity_at", "-created_at")
     )
     if filters.status:
@@ -143,15 +147,20 @@ def inbox(filters: InboxFilters, user: User | None = None) -> QuerySet[Conversat
 def view_counts(user: User) -> dict[str, dict[str, int]]:
     """Per view, how many conversations it holds and how many customer messages ``user`` has not
     read in its open ones (a closed conversation asks nothing of anyone), filters aside: the tabs
-    count the whole view. Two aggregate queries, whatever the number of conversations."""
+    count the whole view. Two aggregate queries (joins, not a subquery a row), whatever the number
+    of conversations."""
     said = Conversation.objects.filter(_said())
     totals = said.aggregate(**{view: Count("id", filter=view_filter(view, user)) for view in VIEWS})
-    unread = (
-        said.exclude(status=Conversation.Status.CLOSED)
-        .annotate(unread=unread_of(user))
-        .aggregate(**{view: Coalesce(Sum("unread", filter=view_filter(view, user)), 0) for view in VIEWS})
+    mine_read = FilteredRelation("reads", condition=Q(reads__user_id=user.pk))
+    unread = Q(messages__role=Message.Role.CUSTOMER) & (
+        Q(mine_read__isnull=True) | Q(messages__created_at__gt=F("mine_read__read_at"))
     )
-    return {view: {"count": totals[view], "unread": unread[view]} for view in VIEWS}
+    unread_totals = (
+        Conversation.objects.exclude(status=Conversation.Status.CLOSED)
+        .annotate(mine_read=mine_read)
+        .aggregate(**{view: Count("messages", filter=unread & view_filter(view, user)) for view in VIEWS})
+    )
+    return {view: {"count": totals[view], "unread": unread_totals[view]} for view in VIEWS}
 
 
 def title_count(counts: dict[str, dict[str, int]]) -> int:
