@@ -298,10 +298,10 @@ def agents_online() -> set[int]:
 
 def next_assignee(online: Iterable[int]) -> User | None:
     """Round-robin: of the online agents, the one whose last assignment is oldest (never assigned
-    comes first; ties by id)."""
-    candidates = [
-        u for u in User.objects.filter(id__in=set(online), is_active=True).order_by("id") if roles.is_agent(u)
-    ]
+    comes first; ties by id). Within the caller's transaction."""
+    # Locked: two handoffs at once are dealt in turn, the second seeing the first's assignment.
+    users = User.objects.select_for_update().filter(id__in=set(online), is_active=True).order_by("id")
+    candidates = [u for u in users if roles.is_agent(u)]
     if not candidates:
         return None
     last = dict(
@@ -313,7 +313,7 @@ def next_assignee(online: Iterable[int]) -> User | None:
     return min(candidates, key=lambda u: (last.get(u.id) is not None, last.get(u.id) or timezone.now(), u.id))
 
 
-def auto_assign(conversation_id: Any) -> User | None:
+def conversation_auto_assign(conversation_id: Any) -> User | None:
     """With ``INBOX_AUTO_ASSIGN``: a conversation that waits for a person, assigned to nobody,
     goes to the next online agent. Who was picked, or None (off, nobody online, already taken)."""
     if not settings.INBOX_AUTO_ASSIGN:
@@ -338,7 +338,7 @@ def _handoff_recorded(sender: Any, instance: ConversationEvent, created: bool, *
     once it commits."""
     if created and instance.kind == ConversationEvent.Kind.HANDOFF_REQUESTED and settings.INBOX_AUTO_ASSIGN:
         conversation_id = instance.conversation_id
-        transaction.on_commit(lambda: auto_assign(conversation_id), robust=True)
+        transaction.on_commit(lambda: conversation_auto_assign(conversation_id), robust=True)
 
 
 # Bulk actions on the inbox's selection: each conversation through the same service as a single
