@@ -170,6 +170,9 @@ def test_two_agents_and_two_customers_on_a_shift(
     # Eli has read nothing: his count of Alice's messages stays.
     eli.goto(system.url + "/agent/?view=all")
     expect(row(eli, first).locator(".unread-badge")).to_have_text("2")
+    # Clicking the handoff's notification opens that conversation.
+    dana.evaluate("() => window.__notifications.find((n) => n.title.includes('asks for a person')).onclick()")
+    expect(dana).to_have_url(f"{system.url}/agent/conversations/{second.id}/")
     for ctx in {p.context for p in (dana, eli, alice, bob)}:
         ctx.close()
 
