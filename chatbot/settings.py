@@ -328,6 +328,10 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "agent-inbox"
 LOGOUT_REDIRECT_URL = "login"
 AGENT_INBOX_PAGE_SIZE = env_int("AGENT_INBOX_PAGE_SIZE", 25)
+# A new handoff request is assigned round-robin among the agents online now (a workspace socket open).
+INBOX_AUTO_ASSIGN = env_bool("INBOX_AUTO_ASSIGN", False)
+# How long an agent counts as online after their socket last said so (it does every 30 s).
+INBOX_PRESENCE_TTL_S = env_int("INBOX_PRESENCE_TTL_S", 90)
 LOGIN_THROTTLE_FAILURES = env_int("LOGIN_THROTTLE_FAILURES", 5)
 LOGIN_THROTTLE_WINDOW_S = env_int("LOGIN_THROTTLE_WINDOW_S", 300)
 # Reverse proxies in front of the web process that append to X-Forwarded-For; 0: use REMOTE_ADDR.

@@ -27,6 +27,9 @@ from .models import Conversation, ConversationEvent, Message
 EVENT_HANDLER = "conversation.event"  # dispatched to ``conversation_event`` on each consumer
 AGENTS_GROUP = "agents"
 AGENTS_HANDLER = "agents.event"  # dispatched to ``agents_event`` on agent consumers
+# One agent's own sockets (all their tabs), ``agent.<user id>``: what is theirs alone, such as
+# "you have read this conversation". Only agent sockets join it.
+AGENT_GROUP_PREFIX = "agent."
 
 # What may reach a customer's socket, frame type by frame type, and the keys each may carry: every
 # frame the chat socket sends passes ``for_customer``, so a key not listed here never reaches it.
@@ -97,7 +100,8 @@ class Event:
 
     @property
     def handler(self) -> str:
-        return AGENTS_HANDLER if self.group == AGENTS_GROUP else EVENT_HANDLER
+        agents_only = self.group == AGENTS_GROUP or self.group.startswith(AGENT_GROUP_PREFIX)
+        return AGENTS_HANDLER if agents_only else EVENT_HANDLER
 
 
 def to_conversation(conversation_id: UUID | str, payload: dict[str, Any]) -> Event:
@@ -309,3 +313,27 @@ def activity_of(event: ConversationEvent | None) -> list[Event]:
     if event is None:
         return []
     return [to_agents(activity_event(str(event.conversation_id), selectors.activity_payload(event)))]
+
+
+# One agent's own sockets: what concerns them alone (how far they have read).
+
+
+def agent_group(user_id: int) -> str:
+    return f"{AGENT_GROUP_PREFIX}{user_id}"
+
+
+async def agent_join(user_id: int, channel_name: str) -> None:
+    await channel_layer().group_add(agent_group(user_id), channel_name)
+
+
+async def agent_leave(user_id: int, channel_name: str) -> None:
+    await channel_layer().group_discard(agent_group(user_id), channel_name)
+
+
+def read_event(conversation_id: str, read_at: str) -> dict[str, Any]:
+    """The agent has read the conversation up to ``read_at``: their pages clear its unread count."""
+    return {"type": "read", "conversation_id": conversation_id, "read_at": read_at, "unread": 0}
+
+
+def read_sent(user_id: int, conversation_id: UUID | str, read_at: str) -> Event:
+    return Event(agent_group(user_id), read_event(str(conversation_id), read_at))

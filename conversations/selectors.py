@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from . import health, roles
@@ -109,18 +110,32 @@ def replies_unqueued(*, queued: set[int], older_than_s: float, limit: int = 100)
 
 
 def inbox_item(conversation: Conversation) -> dict[str, Any]:
-    """A conversation as the agent inbox lists it (agent sockets only)."""
-    last = (
-        conversation.messages.exclude(role=Message.Role.SYSTEM).exclude(text="").order_by("-created_at", "-id").first()
+    """A conversation as the agent inbox lists it (agent sockets only). Unread is per agent: the
+    frame carries how many customer messages there are and when the last came, and each page adds
+    what it had not shown (docs/agent-workspace.md, "Unread")."""
+    said = conversation.messages.exclude(role=Message.Role.SYSTEM)
+    last = said.exclude(text="").order_by("-created_at", "-id").first()
+    counts = said.aggregate(
+        total=Count("id"),
+        customer=Count("id", filter=Q(role=Message.Role.CUSTOMER)),
+        last_customer=Max("created_at", filter=Q(role=Message.Role.CUSTOMER)),
     )
+    assignee = conversation.assignee if conversation.assignee_id else None
     return {
         "id": str(conversation.id),
         "status": conversation.status,
         "status_label": Conversation.Status(conversation.status).label,
         "customer": str(conversation.customer),
         "agent": roles.display_name(conversation.agent),
+        "assignee": roles.display_name(assignee),
+        "assignee_id": conversation.assignee_id,
         "created_at": _iso(conversation.created_at),
         "updated_at": _iso(conversation.updated_at),
+        "last_activity_at": _iso(conversation.last_activity_at),
+        "waiting_since": _iso(conversation.waiting_since),
+        "message_count": counts["total"],
+        "customer_message_count": counts["customer"],
+        "last_customer_at": _iso(counts["last_customer"]),
         "last_text": last.text[:140] if last else "",
         "reviewed": conversation.reviewed,
         "has_negative": Feedback.objects.filter(message__conversation=conversation, positive=False).exists(),
@@ -141,7 +156,7 @@ def activity_payload(event: ConversationEvent) -> dict[str, Any]:
 
 def conversation_fresh(conversation_id: Any) -> Conversation:
     """The conversation as stored now, with what its payloads name (customer, agent)."""
-    return Conversation.objects.select_related("customer", "agent").get(id=conversation_id)
+    return Conversation.objects.select_related("customer", "agent", "assignee").get(id=conversation_id)
 
 
 def history_frame(conversation: Conversation) -> dict[str, Any]:

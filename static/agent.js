@@ -4,9 +4,13 @@
 
   const $ = (id) => document.getElementById(id);
   const page = $("transcript-page"), inboxPage = $("inbox"), badge = $("agent-connection"), alertBox = $("alert");
+  const bar = $("agent-bar"), head = $("transcript-head");
+  const myId = bar && bar.dataset.meId ? Number(bar.dataset.meId) : null;
+  const staff = !!(head && head.dataset.staff);
   const conversationId = page ? page.dataset.conversation : null;
   const me = page ? page.dataset.me : null;
   const STATUS_LABELS = { bot: "With the bot", waiting: "Waiting for an agent", agent: "With an agent", closed: "Closed" };
+  let presenceTimer = null;
   let socket = null, retryDelay = 500, status = page ? page.dataset.status : null, holder = page ? page.dataset.holder : "";
 
   function csrfToken() {
@@ -21,6 +25,10 @@
       retryDelay = 500;
       if (conversationId) send({ type: "watch", conversation_id: conversationId });
     };
+    clearInterval(presenceTimer); // "still here", for auto-assignment among the agents online
+    presenceTimer = setInterval(() => {
+      if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "presence" }));
+    }, 30000);
     socket.onmessage = (event) => handle(JSON.parse(event.data));
     socket.onclose = (event) => {
       setBadge("Reconnecting…", "offline");
@@ -53,11 +61,23 @@
   const forThisConversation = (frame) => conversationId && frame.conversation_id === conversationId;
 
   const handlers = {
-    hello() { setBadge("Live", "online"); },
+    hello() { setBadge("Live", "online"); loadCounts(); },
     knowledge(frame) { noteKnowledgeChange(frame.entry); },
     inbox(frame) {
       if (inboxPage) upsertRow(frame.conversation);
+      if (page && frame.conversation.id === conversationId) {
+        head.dataset.assigneeId = frame.conversation.assignee_id ? String(frame.conversation.assignee_id) : "";
+        drawAssignee($("assignee"), $("take"), frame.conversation.assignee_id);
+      }
+      notifyFor(frame);
       if (frame.alert && frame.conversation.status === "waiting") alertWaiting(frame.conversation);
+      refreshCounts();
+    },
+    // I read a conversation (here or in another tab): its unread count clears.
+    read(frame) {
+      const row = inboxPage ? inboxRow(frame.conversation_id) : null;
+      if (row) setUnread(row, 0);
+      refreshCounts();
     },
     history(frame) {
       if (!forThisConversation(frame)) return;
@@ -68,7 +88,10 @@
     message(frame) {
       if (!forThisConversation(frame)) return;
       renderMessage(frame.message);
-      if (frame.message.role === "customer") showCustomerTyping(false);
+      if (frame.message.role === "customer") {
+        showCustomerTyping(false);
+        markRead();
+      }
     },
     // The customer types (their page sends one frame every 2 s while typing): shown for 5 s.
     typing(frame) {
@@ -120,36 +143,270 @@
   // The inbox.
 
   const inboxRow = (id) => $("rows").querySelector(`tr[data-id="${CSS.escape(String(id))}"]`);
+  const transcriptUrl = (id) => `/agent/conversations/${encodeURIComponent(id)}/`;
+
+  // Which view a conversation belongs to, as the server decides it (workspace/selectors.py).
+  function belongsToView(item) {
+    const view = inboxPage.dataset.view;
+    if (view === "mine") return item.assignee_id === myId;
+    if (view === "unassigned") return !item.assignee_id && item.status !== "closed";
+    if (view === "waiting") return item.status === "waiting";
+    return true;
+  }
+
+  // New rows only join the first page of a view without filters: anywhere else they might not belong.
+  function joinsThisPage() {
+    const params = new URLSearchParams(location.search);
+    params.delete("view");
+    params.delete("page");
+    return inboxPage.dataset.page === "1" && [...params.values()].every((value) => value === "");
+  }
 
   function upsertRow(item) {
     const rows = $("rows");
     let row = inboxRow(item.id);
+    if (!belongsToView(item)) { // assigned away, closed, taken: it leaves this view
+      if (row) { row.remove(); selectionChanged(); }
+      return;
+    }
     if (!row) {
-      // New rows only join the first, unfiltered page: anywhere else they might not belong.
-      if (inboxPage.dataset.page !== "1" || location.search.replace(/[?&]page=1\b/, "").length > 1) return;
+      if (!joinsThisPage()) return;
       row = $("row-template").content.firstElementChild.cloneNode(true);
       row.dataset.id = item.id;
-      row.querySelector("input").value = item.id;
+      row.dataset.customerCount = "0";
+      const box = row.querySelector("input[name=id]");
+      box.value = item.id;
+      box.setAttribute("aria-label", `Select ${item.customer}`);
       const link = row.querySelector("a.customer");
-      link.href = `/agent/conversations/${encodeURIComponent(item.id)}/`;
+      link.href = transcriptUrl(item.id);
       link.textContent = item.customer;
-      const time = row.querySelector("time");
-      time.dateTime = item.created_at;
-      time.textContent = item.created_at.slice(0, 16).replace("T", " ");
       const empty = rows.querySelector("tr.empty");
       if (empty) empty.remove();
+      wireRow(row);
       rows.prepend(row);
     }
+    const before = Number(row.dataset.customerCount || 0);
+    if (item.customer_message_count > before) setUnread(row, unreadOf(row) + item.customer_message_count - before);
+    row.dataset.customerCount = String(item.customer_message_count);
     row.className = `status-${item.status} fresh`;
     row.dataset.status = item.status;
-    row.querySelector(".status").textContent = item.status_label;
+    row.dataset.lastActivity = item.last_activity_at || "";
+    row.dataset.waitingSince = item.status === "waiting" ? item.waiting_since || "" : "";
+    row.dataset.assigneeId = item.assignee_id ? String(item.assignee_id) : "";
+    row.querySelector(".status-label").textContent = item.status_label;
+    drawWait(row);
+    const time = row.querySelector("time.activity");
+    time.dateTime = item.last_activity_at || "";
+    time.textContent = (item.last_activity_at || "").slice(0, 16).replace("T", " ");
     row.querySelector(".last").textContent = item.last_text;
-    row.querySelector(".agent").textContent = item.agent;
-    const count = row.querySelector(".count");
-    if (count) count.textContent = "";
+    row.querySelector(".count").textContent = String(item.message_count);
+    row.querySelector(".agent").textContent = item.status === "agent" && item.agent ? `held by ${item.agent}` : "";
+    drawAssignee(row.querySelector("select.assign"), row.querySelector("button.take"), item.assignee_id);
     if ("reviewed" in item) setFlag(row, "reviewed", item.reviewed);
     if ("has_negative" in item) setFlag(row, "negative", item.has_negative);
+    placeRow(row);
     checkFilters(row);
+  }
+
+  // The inbox's order: waiting conversations first, longest wait first; then last activity, newest first.
+  function sortsBefore(a, b) {
+    const wa = a.dataset.waitingSince, wb = b.dataset.waitingSince;
+    if (!!wa !== !!wb) return !!wa;
+    if (wa) return Date.parse(wa) < Date.parse(wb);
+    return Date.parse(a.dataset.lastActivity || 0) > Date.parse(b.dataset.lastActivity || 0);
+  }
+
+  function placeRow(row) {
+    const rows = $("rows");
+    const next = [...rows.children].find((other) => other !== row && other.dataset.id && sortsBefore(row, other));
+    if (next) { if (row.nextElementSibling !== next) rows.insertBefore(row, next); } else if (rows.lastElementChild !== row) rows.append(row);
+  }
+
+  const unreadOf = (row) => Number(row.querySelector(".unread-badge").textContent || 0);
+  function setUnread(row, n) {
+    const badgeEl = row.querySelector(".unread-badge");
+    badgeEl.textContent = n ? String(n) : "";
+    badgeEl.hidden = !n;
+    badgeEl.title = `${n} unread`;
+    row.classList.toggle("unread", n > 0);
+  }
+
+  // "waiting 4 min" on waiting rows, kept current.
+  function drawWait(row) {
+    const cell = row.querySelector(".status");
+    let wait = cell.querySelector(".wait");
+    const since = row.dataset.waitingSince;
+    if (!since) { if (wait) wait.remove(); return; }
+    if (!wait) {
+      wait = document.createElement("small");
+      wait.className = "wait";
+      cell.querySelector(".status-label").after(" ", wait);
+    }
+    wait.textContent = `waiting ${waited(since)}`;
+  }
+
+  function waited(since) {
+    const minutes = Math.max(0, Math.floor((Date.now() - Date.parse(since)) / 60000));
+    if (minutes < 1) return "under a minute";
+    if (minutes < 120) return `${minutes} min`;
+    return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+  }
+
+  // Assignment: the select names who has it; "Take" assigns it to me.
+  function drawAssignee(select, take, assigneeId) {
+    if (select && document.activeElement !== select) select.value = assigneeId ? String(assigneeId) : "";
+    if (select) select.dataset.current = assigneeId ? String(assigneeId) : "";
+    if (take) take.hidden = assigneeId === myId;
+  }
+
+  function assign(id, assignee, select) {
+    const data = new FormData();
+    data.set("assignee", assignee);
+    return post(`/agent/conversations/${encodeURIComponent(id)}/assign`, data).then((answer) => {
+      if (!answer.ok && select) select.value = select.dataset.current || "";
+      return answer;
+    });
+  }
+
+  function wireRow(row) {
+    const select = row.querySelector("select.assign"), take = row.querySelector("button.take");
+    select.dataset.current = row.dataset.assigneeId || "";
+    select.addEventListener("change", () => assign(row.dataset.id, select.value, select));
+    take.addEventListener("click", () => assign(row.dataset.id, "me", select));
+    row.querySelector("input[name=id]").addEventListener("change", selectionChanged);
+  }
+
+  // The selection: bulk writes need one; an empty one exports what the view and its filters show.
+  const selected = () => [...document.querySelectorAll("#rows input[name=id]:checked")].map((box) => box.value);
+  function selectionChanged() {
+    if (!inboxPage) return;
+    const ids = selected(), total = Number(inboxPage.dataset.total || 0);
+    $("selection").textContent = ids.length
+      ? `${ids.length} selected: the actions and exports apply to ${ids.length === 1 ? "it" : "them"}`
+      : `Nothing selected: exports the ${total} conversation${total === 1 ? "" : "s"} this view shows`;
+    document.querySelectorAll(".bulk-write").forEach((button) => { button.disabled = !ids.length; });
+  }
+
+  function bulk(action, extra = {}) {
+    const data = new FormData();
+    selected().forEach((id) => data.append("id", id));
+    data.set("action", action);
+    Object.entries(extra).forEach(([key, value]) => data.set(key, value));
+    return post("/agent/bulk", data).then((answer) => {
+      if (!answer.ok) return;
+      const result = $("bulk-result"), done = answer.done.length;
+      const parts = [`${BULK_DONE[action]} ${done} conversation${done === 1 ? "" : "s"}.`];
+      if (answer.skipped.length) parts.push(`Skipped ${answer.skipped.length}: ${answer.skipped.map((s) => `${s.customer} (${s.reason})`).join("; ")}`);
+      result.textContent = parts.join(" ");
+      result.hidden = false;
+    });
+  }
+  const BULK_DONE = { close: "Closed", tag: "Tagged", reviewed: "Marked reviewed", exclude: "Excluded from training", assign: "Assigned" };
+
+  function wireInbox() {
+    document.querySelectorAll("#rows tr[data-id]").forEach(wireRow);
+    document.querySelectorAll("#rows tr[data-id]").forEach(drawWait);
+    setInterval(() => document.querySelectorAll("#rows tr[data-id]").forEach(drawWait), 30000);
+    $("select-all").addEventListener("change", (event) => {
+      document.querySelectorAll("#rows input[name=id]").forEach((box) => { box.checked = event.target.checked; });
+      selectionChanged();
+    });
+    const dialog = $("close-dialog");
+    $("bulk-close").addEventListener("click", () => {
+      const n = selected().length;
+      dialog.querySelector(".what").textContent = `Close ${n} conversation${n === 1 ? "" : "s"}?`;
+      dialog.returnValue = "";
+      dialog.showModal();
+    });
+    dialog.addEventListener("close", () => { if (dialog.returnValue === "confirm") bulk("close"); });
+    $("bulk-tag").addEventListener("click", () => {
+      const tag = $("bulk-tag-name").value.trim();
+      if (!tag) { showAlert("Type the tag to add first."); $("bulk-tag-name").focus(); return; }
+      bulk("tag", { tag });
+    });
+    $("bulk-reviewed").addEventListener("click", () => bulk("reviewed"));
+    $("bulk-exclude").addEventListener("click", () => bulk("exclude"));
+    $("bulk-assign").addEventListener("click", () => bulk("assign", { assignee: $("bulk-assignee").value }));
+    selectionChanged();
+  }
+
+  // Counts: the tabs, the waiting box, the page's total and the title badge, read afresh (one
+  // aggregate query) after each change the socket tells of, at most every 250 ms.
+  const baseTitle = document.title.replace(/^\(\d+\) /, "");
+  let countsTimer = null;
+  function refreshCounts() {
+    clearTimeout(countsTimer);
+    countsTimer = setTimeout(loadCounts, 250);
+  }
+
+  async function loadCounts() {
+    if (!bar) return;
+    let url = bar.dataset.countsUrl;
+    if (inboxPage) {
+      const params = new URLSearchParams(location.search);
+      params.set("view", inboxPage.dataset.view);
+      url += `?${params}`;
+    }
+    const response = await fetch(url, {
+      credentials: "same-origin", headers: { Accept: "application/json" },
+    }).catch(() => null);
+    if (!response || !response.ok) return;
+    const data = await response.json();
+    document.title = data.title_count ? `(${data.title_count}) ${baseTitle}` : baseTitle;
+    if (!inboxPage) return;
+    Object.entries(data.views).forEach(([view, n]) => {
+      const tab = $(`tab-${view}`);
+      if (!tab) return;
+      tab.querySelector(".count").textContent = String(n.count);
+      const unread = tab.querySelector(".unread");
+      unread.textContent = `${n.unread} unread`;
+      unread.hidden = !n.unread;
+    });
+    const waiting = data.views.waiting.count, box = $("waiting-count");
+    box.querySelector("a").textContent = `${waiting} conversation${waiting === 1 ? "" : "s"} waiting for an agent`;
+    box.hidden = !waiting;
+    if ("shown" in data) {
+      inboxPage.dataset.total = String(data.shown.count);
+      const pages = $("page-count");
+      if (pages) pages.textContent = `Page ${inboxPage.dataset.page} of ${data.shown.pages} · ${data.shown.count} conversations`;
+      selectionChanged();
+    }
+  }
+
+  // Desktop notifications (with the agent's permission): a new handoff request, and a new
+  // customer message in a conversation assigned to me, unless I am looking at it already.
+  const notifyButton = $("notify-enable"), notifyState = $("notify-state");
+  const notifications = () => "Notification" in window;
+  function drawNotify() {
+    if (!notifyButton) return;
+    if (!notifications()) { notifyState.textContent = "No desktop notifications in this browser"; notifyState.hidden = false; return; }
+    const permission = Notification.permission;
+    notifyButton.hidden = permission !== "default";
+    notifyState.hidden = permission === "default";
+    notifyState.textContent = permission === "granted" ? "Desktop notifications on" : "Desktop notifications blocked in the browser's settings";
+  }
+  if (notifyButton) {
+    notifyButton.addEventListener("click", () => {
+      if (notifications()) Promise.resolve(Notification.requestPermission()).then(drawNotify, drawNotify);
+    });
+    drawNotify();
+  }
+
+  function notify(title, body, id) {
+    if (!notifications() || Notification.permission !== "granted") return;
+    if (!document.hidden && conversationId === id) return; // on screen already
+    const note = new Notification(title, { body, tag: `conversation-${id}` });
+    note.onclick = () => { window.focus(); location.href = transcriptUrl(id); if (note.close) note.close(); };
+  }
+
+  const loadedAt = Date.now(), lastCustomerSeen = {};
+  function notifyFor(frame) {
+    const item = frame.conversation;
+    if (frame.alert && item.status === "waiting") { notify(`${item.customer} asks for a person`, item.last_text, item.id); return; }
+    const at = item.last_customer_at;
+    if (!at || item.assignee_id !== myId || lastCustomerSeen[item.id] === at) return;
+    lastCustomerSeen[item.id] = at;
+    if (Date.parse(at) > loadedAt - 2000) notify(`New message from ${item.customer}`, item.last_text, item.id);
   }
 
   // A rating or a review saved elsewhere: the row's flags follow. A thumbs down sets the negative
@@ -372,12 +629,19 @@
     updateControls();
   }
 
+  // Another agent holds it: what only the holder (or staff) may do is disabled, and the page says why.
   function updateControls() {
     if (!page) return;
     const open = status !== "closed", mine = status === "agent" && holder === me;
+    const heldByOther = status === "agent" && !!holder && holder !== me;
     $("takeover").disabled = !open || status === "agent";
-    $("hand-back").disabled = !(status === "waiting" || (status === "agent" && holder === me));
-    $("close").disabled = !open;
+    $("hand-back").disabled = !(status === "waiting" || mine || (heldByOther && staff));
+    $("close").disabled = !open || (heldByOther && !staff);
+    $("assignee").disabled = !open || (heldByOther && !staff);
+    $("take").disabled = !open || (heldByOther && !staff);
+    const reason = $("held-reason");
+    reason.textContent = heldByOther ? `${holder} holds this conversation${staff ? " (as staff you may still close it or hand it back)" : ""}.` : (open ? "" : "This conversation is closed.");
+    reason.hidden = !reason.textContent;
     $("agent-input").disabled = !mine;
     $("agent-input").placeholder = mine ? "Reply to the customer (Enter sends)" : "Take over to reply to the customer";
     $("agent-send").disabled = !mine;
@@ -492,7 +756,16 @@
     $("exclude").addEventListener("change", saveReview);
     $("takeover").addEventListener("click", () => send({ type: "takeover", conversation_id: conversationId }));
     $("hand-back").addEventListener("click", () => send({ type: "hand_back", conversation_id: conversationId }));
-    $("close").addEventListener("click", () => send({ type: "close", conversation_id: conversationId }));
+    const closeDialog = $("close-dialog");
+    $("close").addEventListener("click", () => { closeDialog.returnValue = ""; closeDialog.showModal(); });
+    closeDialog.addEventListener("close", () => {
+      if (closeDialog.returnValue === "confirm") send({ type: "close", conversation_id: conversationId });
+    });
+    const assignee = $("assignee");
+    assignee.dataset.current = head.dataset.assigneeId || "";
+    assignee.addEventListener("change", () => assign(conversationId, assignee.value, assignee));
+    $("take").addEventListener("click", () => assign(conversationId, "me", assignee));
+    document.addEventListener("visibilitychange", markRead);
     const input = $("agent-input");
     const submit = () => {
       const text = input.value.trim();
@@ -516,5 +789,12 @@
     alertBox.hidden = !text;
   }
 
+  // The open conversation's new customer messages, shown to the agent: read.
+  function markRead() {
+    if (!page || document.visibilityState !== "visible" || page.dataset.watching !== "1") return;
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "read", conversation_id: conversationId }));
+  }
+
+  if (inboxPage) wireInbox();
   connect();
 })();

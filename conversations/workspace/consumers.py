@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from channels.db import database_sync_to_async
 
 from .. import events, roles, selectors
@@ -38,11 +39,27 @@ class AgentConsumer(RoleCheckedConsumer):
             return
         user = self.user
         await events.agents_join(self.channel_name)  # before accepting: no inbox event is missed
+        await events.agent_join(user.id, self.channel_name)  # this agent's own: read marks
         await self.accept()
-        await self.send_json({"type": "hello", "agent": roles.display_name(user)})
+        await self._present()
+        await self.send_json({"type": "hello", "agent": roles.display_name(user), "agent_id": user.id})
+
+    async def _present(self) -> None:
+        """Count this agent online for a while (auto-assignment); Redis down: only that is lost."""
+        try:
+            await database_sync_to_async(services.presence_touch)(user_id=self.user.id, channel_name=self.channel_name)
+        except redis.RedisError:
+            pass
 
     async def disconnect(self, code: int) -> None:
         await events.agents_leave(self.channel_name)
+        user = getattr(self, "user", None)
+        if user is not None and user.is_authenticated:
+            await events.agent_leave(user.id, self.channel_name)
+            try:
+                await database_sync_to_async(services.presence_drop)(user_id=user.id, channel_name=self.channel_name)
+            except redis.RedisError:
+                pass
         if self.watching:
             await events.conversation_leave(self.watching, self.channel_name)
             self.watching = None
@@ -52,6 +69,9 @@ class AgentConsumer(RoleCheckedConsumer):
             return
         try:
             frame = parse_frame(text_data, bytes_data)
+            if frame.get("type") == "presence":  # the page is still open (every 30 s): no conversation
+                await self._present()
+                return
             handler = handler_for(self.HANDLERS, frame)
             conversation = await database_sync_to_async(workspace_selectors.conversation_for_agent)(
                 frame.get("conversation_id")
@@ -78,6 +98,21 @@ class AgentConsumer(RoleCheckedConsumer):
         await events.conversation_join(conversation.id, self.channel_name)
         history = await database_sync_to_async(selectors.history_frame)(conversation)
         await self.send_json({**history, "conversation_id": self.watching})
+        await database_sync_to_async(services.conversation_read)(conversation=conversation, user=self.user)
+
+    async def on_read(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        """The page showed the conversation's new messages to the agent: read up to now."""
+        await database_sync_to_async(services.conversation_read)(conversation=conversation, user=self.user)
+
+    async def on_assign(self, conversation: Conversation, frame: dict[str, Any]) -> None:
+        """``assignee``: an agent's id, "me", or empty/None to unassign."""
+        raw = frame.get("assignee")
+
+        def assign() -> None:
+            assignee = self.user if raw == "me" else services.assignee_of(raw)
+            services.conversation_assign(conversation=conversation, actor=self.user, assignee=assignee)
+
+        await database_sync_to_async(assign)()
 
     async def _transition(self, change: Callable[..., Any], conversation: Conversation) -> None:
         await database_sync_to_async(change)(conversation=conversation, agent=self.user)
@@ -110,4 +145,6 @@ class AgentConsumer(RoleCheckedConsumer):
         "close": on_close,
         "message": on_message,
         "typing": on_typing,
+        "read": on_read,
+        "assign": on_assign,
     }

@@ -41,10 +41,17 @@ from . import services, thread
 @require_GET
 def inbox(request: HttpRequest) -> HttpResponse:
     filters = workspace_selectors.inbox_filters(request.GET)
-    conversations = workspace_selectors.inbox(filters)
+    conversations = workspace_selectors.inbox(filters, request.user)  # type: ignore[arg-type]
     page = Paginator(conversations, settings.AGENT_INBOX_PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
+    in_view = query.copy()
+    in_view.pop("view", None)  # the tabs keep the filters and change the view
+    counts = workspace_selectors.view_counts(request.user)  # type: ignore[arg-type]
+    tabs = [
+        {"view": view, "label": workspace_selectors.VIEW_LABELS[view], **counts[view]}
+        for view in workspace_selectors.VIEWS
+    ]
     return render(
         request,
         "agent/inbox.html",
@@ -52,11 +59,73 @@ def inbox(request: HttpRequest) -> HttpResponse:
             "page": page,
             "filters": filters,
             "query": query.urlencode(),
+            "carried": [(k, v) for k, values in query.lists() for v in values],  # the export form's filters
+            "filter_query": in_view.urlencode(),
+            "tabs": tabs,
+            "counts": counts,
+            "title_count": workspace_selectors.title_count(counts),
             "statuses": Conversation.Status.choices,
             "versions": ModelVersion.objects.order_by("-created_at"),
-            "waiting": Conversation.objects.filter(status=Conversation.Status.WAITING).count(),
+            "waiting": counts["waiting"]["count"],
+            "agents": workspace_selectors.agents_to_assign(),
         },
     )
+
+
+@agent_required
+@require_GET
+def inbox_counts(request: HttpRequest) -> JsonResponse:
+    """The tabs' counts and the title's number for the signed-in agent (pages refresh them live)."""
+    counts = workspace_selectors.view_counts(request.user)  # type: ignore[arg-type]
+    answer: dict[str, Any] = {"ok": True, "views": counts, "title_count": workspace_selectors.title_count(counts)}
+    if "view" in request.GET:  # the inbox page asks with its own query: how many it lists now
+        filters = workspace_selectors.inbox_filters(request.GET)
+        shown = Paginator(workspace_selectors.inbox(filters, request.user), settings.AGENT_INBOX_PAGE_SIZE)  # type: ignore[arg-type]
+        answer["shown"] = {"count": shown.count, "pages": shown.num_pages}
+    return JsonResponse(answer)
+
+
+@agent_required
+@require_POST
+def conversation_assign(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    """Assign to an agent (``assignee``: their id, or "me"), or unassign (empty)."""
+    conversation = get_object_or_404(Conversation, id=conversation_id)
+    raw = request.POST.get("assignee", "")
+    try:
+        assignee = request.user if raw == "me" else services.assignee_of(raw)
+        conversation = services.conversation_assign(
+            conversation=conversation,
+            actor=request.user,  # type: ignore[arg-type]
+            assignee=assignee,  # type: ignore[arg-type]
+        )
+    except ChatError as error:
+        return _refused(error)
+    return _answer(request, conversation, {"assignee_id": conversation.assignee_id})
+
+
+@agent_required
+@require_POST
+def conversations_bulk(request: HttpRequest) -> JsonResponse:
+    """One action on the selected conversations (``id`` repeated): close, tag, reviewed, exclude,
+    assign; each through its single service. Says which were done, and which skipped and why."""
+    try:
+        ids = [uuid.UUID(i) for i in request.POST.getlist("id")]
+    except ValueError:
+        return _refused(ChatError("invalid_id", "Unknown conversation id."))
+    if not ids:
+        return _refused(ChatError("nothing_selected", "Select at least one conversation."))
+    conversations = Conversation.objects.select_related("customer", "agent").filter(id__in=ids).order_by("id")
+    try:
+        result = services.conversations_bulk(
+            conversations=conversations,
+            action=request.POST.get("action", ""),
+            agent=request.user,  # type: ignore[arg-type]
+            tag=request.POST.get("tag"),
+            assignee=request.POST.get("assignee"),
+        )
+    except ChatError as error:
+        return _refused(error)
+    return JsonResponse({"ok": True, "done": result.done, "skipped": result.skipped})
 
 
 @agent_required
@@ -188,7 +257,8 @@ def message_correction(request: HttpRequest, message_id: int) -> HttpResponse:
 @agent_required
 @require_GET
 def export(request: HttpRequest, fmt: str) -> HttpResponse:
-    """The selected conversations (``id=`` repeated), or else all that match the inbox filters."""
+    """The selected conversations (``id=`` repeated), or else exactly those the inbox view and its
+    filters list (``view=`` and the filters, as the inbox page's export form carries them)."""
     ids = request.GET.getlist("id")
     if ids:
         try:
@@ -196,7 +266,8 @@ def export(request: HttpRequest, fmt: str) -> HttpResponse:
         except ValueError:
             raise Http404("Unknown conversation id.") from None
     else:
-        conversations = workspace_selectors.inbox(workspace_selectors.inbox_filters(request.GET))
+        filters = workspace_selectors.inbox_filters(request.GET)
+        conversations = workspace_selectors.inbox(filters, request.user)  # type: ignore[arg-type]
     rows = transcripts.export_queryset(conversations).iterator(chunk_size=200)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     if fmt == "csv":

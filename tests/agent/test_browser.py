@@ -97,7 +97,7 @@ def test_a_customer_asks_for_a_person_and_an_agent_takes_over_live(
     agent.wait_for_selector("#alert.waiting:not([hidden])")
     assert "is waiting for an agent" in agent.text_content("#alert")
     agent.wait_for_function("() => window.__beeps === 2")  # and the alert sounded
-    agent.wait_for_selector("#rows tr.status-waiting .status:text-is('Waiting for an agent')")
+    agent.wait_for_selector("#rows tr.status-waiting .status-label:text-is('Waiting for an agent')")
     agent.click("#alert a")
     agent.wait_for_selector("#transcript-page[data-watching='1']")
     agent.wait_for_selector("li.msg.bot.complete")
@@ -142,8 +142,9 @@ def test_a_customer_asks_for_a_person_and_an_agent_takes_over_live(
     customer.wait_for_function("() => document.querySelectorAll('li.msg.bot.complete').length === 2")
     agent.wait_for_function("() => document.querySelectorAll('li.msg.bot.complete').length === 2")
 
-    # Closing asks the customer for a one-click rating.
+    # Closing asks the agent to confirm, then the customer for a one-click rating.
     agent.click("#close")
+    agent.click("#close-confirm")
     customer.wait_for_selector("#csat:not([hidden])")
     customer.click("#csat button[data-score='4']")
     customer.wait_for_function("() => document.querySelector('#csat-thanks').textContent === 'Thank you!'")

@@ -274,7 +274,7 @@ async def test_asking_twice_for_a_person_alerts_the_agents_once(customer: Any, a
     chat, _ = await open_chat(customer)
     await chat.send_json_to({"type": "handoff"})
     await receive_until(chat, "status")
-    await receive_until(agent, "activity")  # the inbox row, then the recorded handoff
+    await receive_until(agent, "activity")  # the inbox row, then "asked for a person" for the thread
     await chat.send_json_to({"type": "handoff"})
     again = (await receive_until(chat, "status"))[-1]
     assert again["conversation"]["status"] == "waiting"

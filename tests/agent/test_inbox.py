@@ -1,4 +1,4 @@
-"""The agent inbox: filters, search, pagination, newest first."""
+"""The agent inbox: filters, search, pagination, latest activity first."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def listed(client: Client, query: str = "") -> list[str]:
 def started(text: str, *, days_ago: int = 0, **fields: Any) -> Conversation:
     conversation = Conversation.objects.create(customer=Customer.objects.create(), **fields)
     add_messages(conversation, ("customer", text))
-    Conversation.objects.filter(id=conversation.id).update(created_at=timezone.now() - timedelta(days=days_ago))
+    moment = timezone.now() - timedelta(days=days_ago)  # started then, and nothing since
+    Conversation.objects.filter(id=conversation.id).update(created_at=moment, last_activity_at=moment)
     return conversation
 
 

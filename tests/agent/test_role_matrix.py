@@ -85,6 +85,18 @@ def corrected(world: World) -> bool:
     return Correction.objects.filter(message=world["reply"]).exists()
 
 
+def assigned(world: World) -> bool:
+    return Conversation.objects.get(id=world["conversation"].id).assignee_id is not None
+
+
+def bulk_reviewed(world: World) -> bool:
+    return Conversation.objects.get(id=world["conversation"].id).reviewed
+
+
+def bulk_form(world: World) -> dict[str, Any]:
+    return {"id": str(world["conversation"].id), "action": "reviewed"}
+
+
 def finish_the_run(world: World) -> None:
     """Retrain now starts a run only when none is active."""
     TrainingRun.objects.filter(id=world["run"].id).update(status=TrainingRun.Status.SUCCEEDED)
@@ -228,6 +240,17 @@ ROUTES = [
     Route("post", "/agent/conversations/{conversation}/review", agents_only(200), done=reviewed),
     Route("post", "/agent/messages/{reply}/feedback", agents_only(200), done=rated),
     Route("post", "/agent/messages/{reply}/correction", agents_only(200), done=corrected),
+    # The team inbox (tests/agent/test_inbox_team.py): counts, assignment, bulk actions.
+    Route("get", "/agent/inbox/counts", agents_only(200)),
+    Route("get", "/agent/?view=mine&status=bot", agents_only(200)),
+    Route(
+        "post",
+        "/agent/conversations/{conversation}/assign",
+        agents_only(200),
+        done=assigned,
+        data=lambda world: {"assignee": "me"},
+    ),
+    Route("post", "/agent/bulk", agents_only(200), done=bulk_reviewed, data=bulk_form),
     # Erasure is in the agent workspace but for staff alone (tests/conversations/test_erasure.py posts it).
     Route("get", "/agent/customers/{customer}/erase", {**agents_only(200), "agent": FORBIDDEN}),
     # Signing a customer out of the widget (revoking their tokens): any agent (tests/widget/test_socket.py posts it).

@@ -28,6 +28,8 @@ def test_a_takeover_cancels_the_pending_reply_and_tells_the_customer_and_the_inb
         ("agents", "inbox"),
         ("agents", "activity"),  # taken over, for the agents' threads and the reports
         ("conversation", "message"),  # "Dana joined the conversation." (tests/conversations/test_system_lines.py)
+        ("agents", "inbox"),  # assigned to Dana, who took it over (tests/agent/test_assignment.py)
+        ("agents", "activity"),
     ]
     done, status, _ = sent.to_conversation()
     assert (done["message_id"], done["status"]) == (reply.id, Message.Status.CANCELLED)

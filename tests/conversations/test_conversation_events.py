@@ -34,6 +34,7 @@ def test_each_change_of_hands_is_recorded_with_who_made_it(conversation: Convers
     assert kinds(conversation) == [
         ("handoff_requested", None),
         ("taken_over", "dana"),
+        ("assigned", "dana"),  # a takeover assigns the taker (tests/agent/test_assignment.py)
         ("handed_back", "dana"),
         ("closed", "dana"),
     ]
@@ -43,7 +44,7 @@ def test_each_change_of_hands_is_recorded_with_who_made_it(conversation: Convers
 def test_a_second_takeover_by_the_holder_records_nothing_more(conversation: Conversation, agent_user: Any) -> None:
     workspace_services.conversation_takeover(conversation=conversation, agent=agent_user)
     workspace_services.conversation_takeover(conversation=conversation, agent=agent_user)
-    assert kinds(conversation) == [("taken_over", "dana")]
+    assert kinds(conversation) == [("taken_over", "dana"), ("assigned", "dana")]
 
 
 def test_a_new_conversation_records_the_old_one_closed_by_nobody(customer: Any, conversation: Conversation) -> None:

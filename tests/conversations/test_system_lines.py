@@ -36,6 +36,8 @@ def test_a_takeover_writes_a_joined_line_after_the_status(
         ("agents", "inbox"),
         ("agents", "activity"),
         ("conversation", "message"),
+        ("agents", "inbox"),  # assigned to Dana, who took it over (tests/agent/test_assignment.py)
+        ("agents", "activity"),
     ]
     line = sent.to_conversation()[-1]["message"]
     assert (line["role"], line["text"], line["status"]) == ("system", "Dana joined the conversation.", "complete")
