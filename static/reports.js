@@ -29,7 +29,7 @@
       borderDash: kind === "line" ? DASHES[index % DASHES.length] : undefined,
       borderWidth: 2,
       pointRadius: kind === "line" ? 3 : undefined,
-      spanGaps: true,
+      spanGaps: false, // a day without conversations is a gap, not a slope
     };
   }
 

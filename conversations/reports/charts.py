@@ -75,6 +75,7 @@ def version_label(row: VersionRow) -> str:
 
 def _chart(chart: Chart, labels: list[str], records: list[Any]) -> dict[str, Any]:
     data = [[chart_value(record, s) for record in records] for s in chart.series]
+    per = "version" if chart is VERSION_CHART else "period"
     return {
         "id": chart.id,
         "title": chart.title,
@@ -88,7 +89,7 @@ def _chart(chart: Chart, labels: list[str], records: list[Any]) -> dict[str, Any
             {"label": s.label, "unit": s.unit, "axis": s.axis, "data": values}
             for s, values in zip(chart.series, data, strict=True)
         ],
-        "aria": f"{chart.title}: {', '.join(s.label for s in chart.series)} per {'version' if chart is VERSION_CHART else 'period'}; the numbers are in the table below.",
+        "aria": f"{chart.title}: {', '.join(s.label for s in chart.series)} per {per}; numbers in the table below.",
         "rows": [
             [label, *[shown(values[i], s.unit) for s, values in zip(chart.series, data, strict=True)]]
             for i, label in enumerate(labels)
@@ -112,14 +113,15 @@ HEADINGS = {
     "period_start": "Period from", "conversations": "Conversations", "bot_only": "Bot only",
     "with_person": "With a person", "handed_off": "Handed off", "bot_only_share": "Bot-only share",
     "handoff_rate": "Handoff rate", "csat_count": "CSAT answers", "csat_mean": "CSAT mean",
-    "csat_good_share": "CSAT 4–5", "customer_up": "Customer 👍", "customer_down": "Customer 👎",
-    "agent_up": "Agent 👍", "agent_down": "Agent 👎", "bot_replies": "Bot replies",
+    "csat_good_share": "CSAT 4–5", "customer_up": "Customer thumbs up", "customer_down": "Customer thumbs down",
+    "agent_up": "Agent thumbs up", "agent_down": "Agent thumbs down", "bot_replies": "Bot replies",
     "grounded_replies": "Grounded replies", "grounded_share": "Grounded share",
     "bot_first_response_median_s": "Bot first response, median", "bot_first_response_p90_s": "Bot first response, p90",
     "human_first_response_median_s": "Person first response, median",
     "human_first_response_p90_s": "Person first response, p90", "closed_bot_only": "Closed, bot only",
-    "resolution_bot_only_median_s": "Resolution bot only, median", "resolution_bot_only_p90_s": "Resolution bot only, p90",
-    "closed_with_person": "Closed, with a person", "resolution_with_person_median_s": "Resolution with a person, median",
+    "resolution_bot_only_median_s": "Resolution bot only, median",
+    "resolution_bot_only_p90_s": "Resolution bot only, p90", "closed_with_person": "Closed, with a person",
+    "resolution_with_person_median_s": "Resolution with a person, median",
     "resolution_with_person_p90_s": "Resolution with a person, p90", "name": "Version", "status": "Status",
     "replies": "Replies", "first_token_median_s": "First token, median", "first_token_p90_s": "First token, p90",
     "agent": "Agent", "username": "Username",
@@ -174,4 +176,6 @@ def summary(report: Report) -> list[dict[str, str]]:
     """The whole range's headline figures, above the charts."""
     names = columns("buckets")
     total = dict(zip(names, rows_of(report, "buckets")[-1], strict=True))
-    return [{"id": name.replace("_", "-"), "label": label, "shown": display(name, total[name])} for name, label in SUMMARY]
+    return [
+        {"id": name.replace("_", "-"), "label": label, "shown": display(name, total[name])} for name, label in SUMMARY
+    ]

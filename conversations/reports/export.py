@@ -25,7 +25,9 @@ def report_csv(report: Report, table: str) -> Iterator[str]:
     writer.writerow(columns(table))
     yield flush()
     for row in rows_of(report, table):
-        writer.writerow([f"'{value}" if value[:1] in ("=", "+", "-", "@") and not _number(value) else value for value in row])
+        writer.writerow(
+            [f"'{value}" if value[:1] in ("=", "+", "-", "@") and not _number(value) else value for value in row]
+        )
         yield flush()
 
 

@@ -186,13 +186,17 @@ def cell(value: Any) -> str:
 
 
 def rows_of(report: Report, table: str) -> list[list[str]]:
-    records: Iterable[Any] = {
+    tables: dict[str, Iterable[Any]] = {
         "buckets": [*report.buckets, report.total],
         "versions": report.versions,
         "agents": report.agents,
-    }[table]
+    }
+    records = tables[table]
     names = columns(table)
-    return [[cell(getattr(record, name)) if name != "period_start" or record.period_start else "total" for name in names] for record in records]
+    return [
+        [cell(getattr(record, name)) if name != "period_start" or record.period_start else "total" for name in names]
+        for record in records
+    ]
 
 
 def _tz() -> zoneinfo.ZoneInfo:
@@ -221,7 +225,7 @@ def bucket_starts(params: ReportParams) -> list[date]:
     return [monday + timedelta(days=7 * n) for n in range((params.until - monday).days // 7 + 1)]
 
 
-def conversations_in(params: ReportParams) -> QuerySet[Conversation]:
+def conversations_in(params: ReportParams) -> QuerySet[Any]:
     """The range's conversations with at least one customer message, each annotated with the
     moments the figures measure between; narrowed to those whose first bot reply ``version`` wrote."""
     start, end = _bounds(params)
@@ -256,7 +260,12 @@ def conversations_in(params: ReportParams) -> QuerySet[Conversation]:
     return rows.order_by()
 
 
-def _replies(params: ReportParams, conversation_ids: QuerySet[Any]) -> QuerySet[Message]:
+def _grouped(query: QuerySet[Any, Any]) -> list[dict[str, Any]]:
+    """The rows of a ``values().annotate()``: plain dicts (their keys are the query's own)."""
+    return [dict(row) for row in query]
+
+
+def _replies(params: ReportParams, conversation_ids: QuerySet[Any]) -> QuerySet[Any]:
     """The complete bot replies of those conversations (only ``version``'s, when one is asked for)."""
     replies = Message.objects.filter(
         role=Message.Role.BOT, status=Message.Status.COMPLETE, conversation__in=conversation_ids
@@ -343,14 +352,14 @@ def bucket_rows(params: ReportParams) -> tuple[list[BucketRow], BucketRow]:
     def tally(value: datetime | date) -> _Tally:
         return tallies.setdefault(_bucket_key(value), _Tally())
 
-    for row in (
+    for row in _grouped(
         conversations.annotate(bucket=_trunc(params, "created_at")).values("bucket").annotate(**CONVERSATION_FIGURES)
     ):
         counts = tally(row.pop("bucket")).counts
         for key, value in row.items():
             counts[key] += value or 0
     feedback = Feedback.objects.filter(message__in=_replies(params, ids).values("pk")).order_by()
-    for row in (
+    for row in _grouped(
         feedback.annotate(bucket=_trunc(params, "message__conversation__created_at"))
         .values("bucket", "source")
         .annotate(**FEEDBACK_FIGURES)
@@ -358,7 +367,7 @@ def bucket_rows(params: ReportParams) -> tuple[list[BucketRow], BucketRow]:
         counts = tally(row["bucket"]).counts
         counts[f"{row['source']}_up"] += row["up"]
         counts[f"{row['source']}_down"] += row["down"]
-    for row in (
+    for row in _grouped(
         _replies(params, ids)
         .annotate(bucket=_trunc(params, "conversation__created_at"))
         .values("bucket")
@@ -395,12 +404,12 @@ def version_rows(params: ReportParams) -> list[VersionRow]:
     def row(version_id: int | None) -> VersionRow:
         return rows.setdefault(version_id, VersionRow(name=None, status="base"))
 
-    for counted in replies.values("model_version_id").annotate(**REPLY_FIGURES):
+    for counted in _grouped(replies.values("model_version_id").annotate(**REPLY_FIGURES)):
         into = row(counted["model_version_id"])
         into.replies, into.grounded_replies = counted["replies"], counted["grounded"]
         into.grounded_share = _share(counted["grounded"], counted["replies"])
     feedback = Feedback.objects.filter(message__in=replies.values("pk")).order_by()
-    for counted in feedback.values("message__model_version_id", "source").annotate(**FEEDBACK_FIGURES):
+    for counted in _grouped(feedback.values("message__model_version_id", "source").annotate(**FEEDBACK_FIGURES)):
         into = row(counted["message__model_version_id"])
         setattr(into, f"{counted['source']}_up", counted["up"])
         setattr(into, f"{counted['source']}_down", counted["down"])
@@ -412,7 +421,7 @@ def version_rows(params: ReportParams) -> list[VersionRow]:
         into = row(version_id)
         into.first_token_median_s, into.first_token_p90_s = percentile(values, 0.5), percentile(values, 0.9)
     answered = conversations.filter(first_bot__isnull=False)  # the unanswered are no version's
-    for counted in answered.values("first_version").annotate(**CONVERSATION_FIGURES):
+    for counted in _grouped(answered.values("first_version").annotate(**CONVERSATION_FIGURES)):
         into = row(counted["first_version"])
         into.conversations, into.handed_off = counted["conversations"], counted["handed_off"]
         into.handoff_rate = _share(counted["handed_off"], counted["conversations"])

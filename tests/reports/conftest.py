@@ -1,14 +1,14 @@
 """A week of service with KNOWN figures: six conversations over three days (Friday 6, Saturday 7
 and Monday 9 March 2026, UTC: two ISO weeks), two model versions and the base model, two agents.
 
-| conv | day  | first reply (queued+1 s) | first token | grounded | feedback                  | people                                   | CSAT | closed   |
-|------|------|--------------------------|-------------|----------|---------------------------|------------------------------------------|------|----------|
-| c1   | Fri  | v1                       | +3 s        | yes      | customer up               | none                                     | 5    | +600 s   |
-| c2   | Fri  | v1                       | +5 s        | no       | customer down, agent down | handoff +60, takeover +90, dana +150     | 4    | +1200 s  |
-| c3   | Fri  | v2, then v2 again at +31 | +2 s, +34 s | yes, no  | customer up on the second | none                                     | —    | open     |
-| c4   | Sat  | v2                       | +7 s        | no       | —                         | takeover +20, eli +50 +80 +90            | 2    | +300 s   |
-| c5   | Mon  | v2                       | +4 s        | yes      | agent up                  | handoff +10, dana +130                   | —    | open     |
-| c6   | Mon  | base model               | +11 s       | no       | customer down             | none                                     | —    | +100 s   |
+c1 Fri: first reply v1 (queued +1 s, first token +3 s), grounded, customer 👍; CSAT 5; closed +600 s.
+c2 Fri: v1 (+5 s), not grounded, customer 👎 and agent 👎; handoff +60 s, takeover by dana +90 s,
+        dana writes +150 s; CSAT 4; closed +1200 s.
+c3 Fri: v2 (+2 s) grounded, the customer again +30 s, v2 again (+34 s) not grounded, customer 👍
+        on the second; open.
+c4 Sat: v2 (+7 s); takeover by eli +20 s, eli writes +50, +80, +90 s; CSAT 2; closed +300 s.
+c5 Mon: v2 (+4 s) grounded, agent 👍; handoff +10 s, dana writes +130 s; open.
+c6 Mon: the base model (+11 s), customer 👎; closed +100 s.
 
 Not counted: a conversation without a customer message (Monday), one a month before the range.
 The hand-computed figures are in tests/reports/test_selectors.py.

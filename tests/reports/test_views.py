@@ -75,7 +75,9 @@ def test_the_page_shows_the_fixture_figures_and_hands_them_to_the_charts(known_w
 @pytest.mark.parametrize(("table", "table_id"), [("buckets", "buckets-table"), ("versions", "versions-table"),
                                                  ("agents", "agents-table")])  # fmt: skip
 @pytest.mark.parametrize("period", ["day", "week"])
-def test_csv_rows_equal_the_page_table(known_week: Any, agent_user: User, table: str, table_id: str, period: str) -> None:
+def test_csv_rows_equal_the_page_table(
+    known_week: Any, agent_user: User, table: str, table_id: str, period: str
+) -> None:
     client = signed_in(agent_user)
     query = {**RANGE, "period": period}
     page = client.get(reverse("reports"), query).content.decode()
@@ -93,7 +95,11 @@ def test_the_bucket_csv_holds_the_hand_computed_figures(known_week: Any, agent_u
     response = signed_in(agent_user).get(reverse("reports-csv"), {**RANGE, "period": "week"})
     header, first, second, total = csv_rows(response)
     first_week = dict(zip(header, first, strict=True))
-    assert (first_week["period_start"], first_week["conversations"], first_week["handoff_rate"]) == ("2026-03-02", "4", "0.5")
+    assert (first_week["period_start"], first_week["conversations"], first_week["handoff_rate"]) == (
+        "2026-03-02",
+        "4",
+        "0.5",
+    )
     assert (first_week["csat_mean"], first_week["bot_first_response_p90_s"]) == ("3.6667", "6.4")
     assert dict(zip(header, total, strict=True))["period_start"] == "total"
     assert dict(zip(header, second, strict=True))["human_first_response_median_s"] == "120"
