@@ -53,12 +53,13 @@ class Case:
 def setup(args: argparse.Namespace, scratch: Path) -> None:
     if args.sqlite:
         os.environ["DATABASE_URL"] = f"sqlite:///{scratch / 'bench.sqlite3'}"
-    else:
+    elif not args.reuse:
         import psycopg
 
         with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
             admin.execute(f"CREATE DATABASE {DATABASE}")
+    if not args.sqlite:
         os.environ["DATABASE_URL"] = f"{POSTGRES}/{DATABASE}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
     os.environ["REDIS_KEY_PREFIX"] = os.environ["CHANNEL_PREFIX"] = "bench-reports"
@@ -71,7 +72,7 @@ def setup(args: argparse.Namespace, scratch: Path) -> None:
 
 
 def teardown(args: argparse.Namespace) -> None:
-    if args.sqlite:
+    if args.sqlite or args.keep:
         return
     import psycopg
     from django.db import connections
@@ -213,11 +214,26 @@ def drop_indexes() -> None:
             cursor.execute("ANALYZE")
 
 
+def restore_indexes() -> None:
+    """Put the dropped indexes back (a kept database is timed again with them)."""
+    from django.db import connection
+
+    from conversations.models import ConversationEvent, Message
+
+    with connection.schema_editor() as editor:
+        for model in (Message, ConversationEvent):
+            for index in model._meta.indexes:
+                if index.name in INDEXES[model._meta.db_table]:
+                    editor.add_index(model, index)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conversations", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sqlite", action="store_true", help="a scratch SQLite file instead of PostgreSQL")
+    parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL database (to EXPLAIN by hand)")
+    parser.add_argument("--reuse", action="store_true", help="time the kept database again instead of building")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         setup(args, Path(scratch))
@@ -225,7 +241,8 @@ def main() -> None:
             from django.db import connection
 
             began = time.perf_counter()
-            build(args.conversations)
+            if not args.reuse:
+                build(args.conversations)
             built_s = time.perf_counter() - began
             if connection.vendor == "postgresql":
                 with connection.cursor() as cursor:
@@ -235,6 +252,7 @@ def main() -> None:
             drop_indexes()
             print("without them (baseline):")
             baseline = time_cases(args.rounds)
+            restore_indexes()
         finally:
             teardown(args)
     rows = [
