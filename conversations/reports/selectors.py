@@ -31,6 +31,7 @@ from django.db.models import (
     Sum,
     When,
 )
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import TruncDay, TruncWeek
 from django.utils import timezone
 
@@ -363,7 +364,7 @@ class _Tally:
         )
 
 
-def _between(later: str, earlier: str) -> ExpressionWrapper:
+def _between(later: str, earlier: str) -> ExpressionWrapper[CombinedExpression]:
     """``later − earlier`` as a duration (None where either is missing)."""
     return ExpressionWrapper(F(later) - F(earlier), output_field=DurationField())
 

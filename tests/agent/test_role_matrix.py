@@ -218,6 +218,12 @@ ROUTES = [
     Route("post", "/agent/knowledge/merge", agents_only("/agent/knowledge/"), done=entries_merged),
     Route("post", "/agent/knowledge/create", agents_only("/agent/knowledge/"), done=entry_added),
     Route("post", "/agent/knowledge/import", agents_only("/agent/knowledge/"), done=entries_imported, data=import_file),
+    # Reports (conversations/reports): agents and admins read them, as the inbox.
+    Route("get", "/reports/", agents_only(200)),
+    Route("get", "/reports/?period=week", agents_only(200)),
+    Route("get", "/reports/export.csv", agents_only(200)),
+    Route("get", "/reports/export.csv?table=versions", agents_only(200)),
+    Route("get", "/static/reports.js", everyone(200)),
     # The widget: its public endpoints, and its staff pages in the workspace (staff alone, as erasure).
     Route("get", "/widget.js", everyone(200)),
     Route("get", "/widget/{site_key}/frame", everyone(200)),

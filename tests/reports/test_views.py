@@ -138,3 +138,11 @@ def test_an_unknown_csv_table_is_refused(agent_user: User) -> None:
 
 def test_the_page_only_answers_get(agent_user: User) -> None:
     assert signed_in(agent_user).post(reverse("reports")).status_code == 405
+
+
+def test_a_name_a_spreadsheet_would_run_is_quoted_in_the_csv(known_week: Any, agent_user: User) -> None:
+    known_week["eli"].first_name = '=HYPERLINK("http://example.com")'
+    known_week["eli"].save()
+    response = signed_in(agent_user).get(reverse("reports-csv"), {**RANGE, "table": "agents"})
+    header, eli, dana = csv_rows(response)
+    assert eli == ['\'=HYPERLINK("http://example.com")', "eli", "3"] and dana == ["Dana", "dana", "2"]
