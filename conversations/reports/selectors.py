@@ -292,13 +292,17 @@ def _grouped(query: QuerySet[Any, Any]) -> list[dict[str, Any]]:
     return [dict(row) for row in query]
 
 
-def _replies(params: ReportParams, conversation_ids: QuerySet[Any]) -> QuerySet[Any]:
-    """The complete bot replies of those conversations (only ``version``'s, when one is asked for)."""
-    replies = Message.objects.filter(
-        role=Message.Role.BOT, status=Message.Status.COMPLETE, conversation__in=conversation_ids
-    )
-    if params.version is not None:
-        replies = replies.filter(model_version=params.version)
+def _replies(params: ReportParams) -> QuerySet[Any]:
+    """The complete bot replies in the range's conversations (only ``version``'s, in the
+    conversations it answered first, when one is asked for)."""
+    replies = Message.objects.filter(role=Message.Role.BOT, status=Message.Status.COMPLETE)
+    if params.version is None:
+        # Every bot message answers a customer message, so a bot reply's conversation has one:
+        # the range alone picks them, a join instead of a semi-join over every customer message.
+        start, end = _bounds(params)
+        replies = replies.filter(conversation__created_at__gte=start, conversation__created_at__lt=end)
+    else:
+        replies = replies.filter(conversation__in=conversations_in(params).values("pk"), model_version=params.version)
     return replies.order_by()
 
 
@@ -372,11 +376,13 @@ def _between(later: str, earlier: str) -> ExpressionWrapper[CombinedExpression]:
 def bucket_rows(params: ReportParams) -> tuple[list[BucketRow], BucketRow]:
     """Every bucket of the range (empty ones too, so a chart's axis has no gaps) and the total."""
     conversations = conversations_in(params)
-    ids = conversations.values("pk")
     tallies: dict[date, _Tally] = {start: _Tally() for start in bucket_starts(params)}
+    keys: dict[datetime | date, date] = {}  # a bucket's value, converted once, not once a row
 
     def tally(value: datetime | date) -> _Tally:
-        return tallies.setdefault(_bucket_key(value), _Tally())
+        if value not in keys:
+            keys[value] = _bucket_key(value)
+        return tallies.setdefault(keys[value], _Tally())
 
     for row in _grouped(
         conversations.annotate(bucket=_trunc(params, "created_at")).values("bucket").annotate(**CONVERSATION_FIGURES)
@@ -384,7 +390,7 @@ def bucket_rows(params: ReportParams) -> tuple[list[BucketRow], BucketRow]:
         counts = tally(row.pop("bucket")).counts
         for key, value in row.items():
             counts[key] += value or 0
-    feedback = Feedback.objects.filter(message__in=_replies(params, ids).values("pk")).order_by()
+    feedback = Feedback.objects.filter(message__in=_replies(params).values("pk")).order_by()
     for row in _grouped(
         feedback.annotate(bucket=_trunc(params, "message__conversation__created_at"))
         .values("bucket", "source")
@@ -394,7 +400,7 @@ def bucket_rows(params: ReportParams) -> tuple[list[BucketRow], BucketRow]:
         counts[f"{row['source']}_up"] += row["up"]
         counts[f"{row['source']}_down"] += row["down"]
     for row in _grouped(
-        _replies(params, ids)
+        _replies(params)
         .annotate(bucket=_trunc(params, "conversation__created_at"))
         .values("bucket")
         .annotate(**REPLY_FIGURES)
@@ -426,8 +432,7 @@ def bucket_rows(params: ReportParams) -> tuple[list[BucketRow], BucketRow]:
 def version_rows(params: ReportParams) -> list[VersionRow]:
     """Each model version that replied in the range (the base model as ``name`` None), newest first."""
     conversations = conversations_in(params)
-    ids = conversations.values("pk")
-    replies = _replies(params, ids)
+    replies = _replies(params)
     rows: dict[int | None, VersionRow] = {}
 
     def row(version_id: int | None) -> VersionRow:
