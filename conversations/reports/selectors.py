@@ -20,10 +20,10 @@ from django.db.models import (
     Case,
     Count,
     DateTimeField,
-    DurationField,
     Exists,
-    ExpressionWrapper,
     F,
+    FloatField,
+    Func,
     OuterRef,
     Q,
     QuerySet,
@@ -31,7 +31,6 @@ from django.db.models import (
     Sum,
     When,
 )
-from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import TruncDay, TruncWeek
 from django.utils import timezone
 
@@ -250,7 +249,7 @@ def conversations_in(params: ReportParams) -> QuerySet[Any]:
     # Every bot message answers a customer message (message_send writes the two together), so the
     # conversation's first bot message is its first reply: one probe of (conversation, role, time).
     bot = Message.objects.filter(conversation=OuterRef("pk"), role=Message.Role.BOT)
-    first_bot = bot.order_by("created_at", "id")
+    first_bot = bot.order_by("created_at")  # the index's own order: no sort a row
     person = ConversationEvent.objects.filter(conversation=OuterRef("pk"), kind__in=PERSON_EVENTS)
     agent = Message.objects.filter(conversation=OuterRef("pk"), role=Message.Role.AGENT)
     rows = (
@@ -368,9 +367,21 @@ class _Tally:
         )
 
 
-def _between(later: str, earlier: str) -> ExpressionWrapper[CombinedExpression]:
-    """``later − earlier`` as a duration (None where either is missing)."""
-    return ExpressionWrapper(F(later) - F(earlier), output_field=DurationField())
+class Seconds(Func):
+    """``later − earlier`` in seconds, a float (None where either is missing): subtracted in the
+    database, so a row brings one number instead of two timestamps to parse."""
+
+    output_field = FloatField()
+
+    def __init__(self, later: str, earlier: str) -> None:
+        super().__init__(F(later), F(earlier))
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, template="EXTRACT(EPOCH FROM (%(expressions)s))", arg_joiner=" - ")
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # Django's own SQLite function for datetime subtraction: whole microseconds.
+        return self.as_sql(compiler, connection, template="django_timestamp_diff(%(expressions)s) / 1000000.0")
 
 
 def bucket_rows(params: ReportParams) -> tuple[list[BucketRow], BucketRow]:
@@ -408,21 +419,20 @@ def bucket_rows(params: ReportParams) -> tuple[list[BucketRow], BucketRow]:
         counts = tally(row.pop("bucket")).counts
         for key, value in row.items():
             counts[key] += value
-    # The durations are subtracted in the database: three values a row to read, not six moments.
     moments = conversations.annotate(
         bucket=_trunc(params, "created_at"),
-        bot_first=_between("bot_first_token_at", "first_customer_at"),
-        human_first=_between("first_human_at", "first_person_event_at"),
-        resolved=_between("closed_at", "created_at"),
+        bot_first=Seconds("bot_first_token_at", "first_customer_at"),
+        human_first=Seconds("first_human_at", "first_person_event_at"),
+        resolved=Seconds("closed_at", "created_at"),
     ).values_list("bucket", "bot_first", "human_first", "resolved", "handed_off", "has_agent_reply")
     for bucket, bot, person, resolved, handed_off, agent in moments:
         into = tally(bucket)
         if bot is not None:
-            into.bot_first.append(bot.total_seconds())
+            into.bot_first.append(bot)
         if person is not None:
-            into.human_first.append(person.total_seconds())
+            into.human_first.append(person)
         if resolved is not None:
-            (into.resolved_person if handed_off or agent else into.resolved_bot).append(resolved.total_seconds())
+            (into.resolved_person if handed_off or agent else into.resolved_bot).append(resolved)
     total = _Tally()
     for each in tallies.values():
         total.merge(each)
@@ -448,9 +458,9 @@ def version_rows(params: ReportParams) -> list[VersionRow]:
         setattr(into, f"{counted['source']}_up", counted["up"])
         setattr(into, f"{counted['source']}_down", counted["down"])
     latencies: dict[int | None, list[float]] = defaultdict(list)
-    timed = replies.filter(first_token_at__isnull=False).annotate(latency=_between("first_token_at", "created_at"))
+    timed = replies.filter(first_token_at__isnull=False).annotate(latency=Seconds("first_token_at", "created_at"))
     for version_id, latency in timed.values_list("model_version_id", "latency"):
-        latencies[version_id].append(latency.total_seconds())
+        latencies[version_id].append(latency)
     for version_id, values in latencies.items():
         into = row(version_id)
         into.first_token_median_s, into.first_token_p90_s = percentile(values, 0.5), percentile(values, 0.9)
