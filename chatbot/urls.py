@@ -6,6 +6,7 @@ from django.urls import include, path, re_path
 from conversations import views
 from conversations.chat import views as chat
 from conversations.knowledge import views as knowledge
+from conversations.reports import views as reports
 from conversations.widget import views as widget
 from conversations.workspace import thread_views
 from conversations.workspace import views as workspace
@@ -51,6 +52,8 @@ urlpatterns = [
     path("agent/widget/<int:site_id>/secret", widget.site_secret, name="agent-widget-secret"),
     path("agent/widget/<int:site_id>/delete", widget.site_delete, name="agent-widget-delete"),
     path("agent/widget/<int:site_id>/preview", widget.site_preview, name="agent-widget-preview"),
+    path("reports/", reports.reports_page, name="reports"),
+    path("reports/export.csv", reports.reports_csv, name="reports-csv"),
     path("training/", include("finetuning.urls")),
     path("admin/", admin.site.urls),
     # daphne serves no static files of its own; for one self-hosted machine Django serving them

@@ -282,6 +282,12 @@ ROUTES = [
     ),
     Route("get", "/agent/canned/{canned}/delete", agents_only(200)),
     Route("post", "/agent/canned/{canned}/delete", agents_only("/agent/canned/?deleted=refund"), done=canned_deleted),
+    # Reports (conversations/reports): agents and admins read them, as the inbox.
+    Route("get", "/reports/", agents_only(200)),
+    Route("get", "/reports/?period=week", agents_only(200)),
+    Route("get", "/reports/export.csv", agents_only(200)),
+    Route("get", "/reports/export.csv?table=versions", agents_only(200)),
+    Route("get", "/static/reports.js", everyone(200)),
     # The widget: its public endpoints, and its staff pages in the workspace (staff alone, as erasure).
     Route("get", "/widget.js", everyone(200)),
     Route("get", "/widget/{site_key}/frame", everyone(200)),

@@ -1,0 +1,1 @@
+"""What the bot and the team achieve, per day or week and per model version: /reports/."""
