@@ -125,7 +125,9 @@ def test_a_note_reaches_the_other_agent_live_and_never_the_customer_and_a_handof
         "#transcript > li",
         "(items) => items.map((li) => li.classList.contains('msg') ? li.dataset.role : li.className)",
     )
-    assert kinds == ["customer", "bot", "activity", "note", "system"]
+    # The takeover writes the customer's line and, for the agents, the assignment it makes.
+    assert kinds == ["customer", "bot", "activity", "note", "system", "activity"]
+    expect(eli.locator("#transcript > li.activity").last).to_contain_text("Dana took this")
 
 
 def test_a_canned_reply_is_inserted_with_its_shortcut_from_the_keyboard(
