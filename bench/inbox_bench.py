@@ -7,12 +7,16 @@ It makes a scratch test database next to DATABASE_URL's (``test_<name>``, droppe
 fills it with ``--conversations`` conversations (70 % closed, 10 % waiting, the rest with the bot;
 one in 20 assigned to the agent, one in 3 read by them), two messages each, and times each request
 through Django's test client (the view, its queries and the template; no network), the median of
-``--rounds`` after one warm-up. Figures, one per line, in milliseconds.
+``--rounds`` after one warm-up. Then the inbox's indexes of migration 0007 (``INDEXES``) are
+dropped and every request is timed again, the baseline in the same run: ``ratio`` is the baseline
+over the indexed time (above 1: the indexes pay). Figures in milliseconds, a table, and JSON in
+var/bench/inbox.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -22,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
+
+INDEXES = ["conversation_inbox_order", "conversation_assignee_order"]
 
 URLS = [
     "/agent/",
@@ -95,14 +101,35 @@ def main() -> None:
         print(f"fill_s {time.perf_counter() - started:.1f}")
         client = Client()
         client.force_login(agent)  # type: ignore[arg-type]
+
+        def timed() -> dict[str, float]:
+            figures = {}
+            for url in URLS:
+                assert client.get(url).status_code == 200, url
+                times = []
+                for _ in range(args.rounds):
+                    began = time.perf_counter()
+                    client.get(url)
+                    times.append((time.perf_counter() - began) * 1000)
+                figures[url] = statistics.median(times)
+            return figures
+
+        indexed = timed()
+        with connection.cursor() as cursor:
+            for name in INDEXES:
+                cursor.execute(f'DROP INDEX IF EXISTS "{name}"')
+            if connection.vendor == "postgresql":
+                cursor.execute("ANALYZE")
+        baseline = timed()
+        print(f"{'request':44} {'indexed ms':>11} {'no index ms':>12} {'ratio':>6}")
+        results = []
         for url in URLS:
-            assert client.get(url).status_code == 200, url
-            times = []
-            for _ in range(args.rounds):
-                began = time.perf_counter()
-                client.get(url)
-                times.append((time.perf_counter() - began) * 1000)
-            print(f"{url} {statistics.median(times):.0f}")
+            ratio = baseline[url] / indexed[url]
+            print(f"{url:44} {indexed[url]:11.0f} {baseline[url]:12.0f} {ratio:6.2f}")
+            results.append({"url": url, "indexed_ms": indexed[url], "baseline_ms": baseline[url], "ratio": ratio})
+        out = Path(__file__).resolve().parent.parent / "var" / "bench" / "inbox.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"conversations": args.conversations, "results": results}, indent=2))
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
 

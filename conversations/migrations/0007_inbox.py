@@ -132,15 +132,22 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name="conversation",
-            index=models.Index(fields=["status", "-last_activity_at"], name="conversation_status_activity"),
+            index=models.Index(
+                models.OrderBy(models.F("waiting_since")),
+                models.OrderBy(models.F("last_activity_at"), descending=True),
+                models.OrderBy(models.F("created_at"), descending=True),
+                name="conversation_inbox_order",
+            ),
         ),
         migrations.AddIndex(
             model_name="conversation",
-            index=models.Index(fields=["assignee", "-last_activity_at"], name="conversation_assignee_activity"),
-        ),
-        migrations.AddIndex(
-            model_name="conversation",
-            index=models.Index(fields=["-last_activity_at"], name="conversation_activity"),
+            index=models.Index(
+                models.F("assignee"),
+                models.OrderBy(models.F("waiting_since")),
+                models.OrderBy(models.F("last_activity_at"), descending=True),
+                models.OrderBy(models.F("created_at"), descending=True),
+                name="conversation_assignee_order",
+            ),
         ),
         migrations.AddIndex(
             model_name="message",

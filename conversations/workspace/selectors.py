@@ -14,7 +14,7 @@ from django.db.models import Count, Exists, F, FilteredRelation, OuterRef, Q, Qu
 from django.db.models.functions import Coalesce
 
 from .. import roles
-from ..models import Conversation, ConversationRead, Feedback, Message
+from ..models import INBOX_ORDER, Conversation, ConversationRead, Feedback, Message
 
 # The inbox's views: who a conversation is for. "all" is every conversation with a message.
 VIEWS = ("mine", "unassigned", "waiting", "all")
@@ -123,7 +123,7 @@ def inbox(filters: InboxFilters, user: User | None = None) -> QuerySet[Conversat
             ),
             unread=unread_of(user),
         )
-        .order_by(F("waiting_since").asc(nulls_last=True), "-last_activity_at", "-created_at")
+        .order_by(*INBOX_ORDER)
     )
     if filters.status:
         conversations = conversations.filter(status=filters.status)
