@@ -101,6 +101,11 @@ def rollback_target() -> Rollback:
     return Rollback(True, stack[-1] if stack else None)
 
 
+# A build's error once its worker is taken for lost (services.builds_fail_stale writes it; the
+# payload shows it before that): here, so services import selectors and never the other way.
+LOST_BUILD = "its worker stopped answering (no progress for {minutes} minutes): start another build"
+
+
 def build_stale_before() -> datetime:
     """A build unchanged since before this lost its worker (services.builds_fail_stale)."""
     return timezone.now() - timedelta(seconds=conf.build_stale_seconds())
@@ -115,8 +120,6 @@ def build_payload(build: DatasetBuild) -> dict[str, Any]:
     A build nobody has written for too long reads as failed already (its worker was lost)."""
     status, error = build.status, build.error
     if status in DatasetBuild.ACTIVE_STATUSES and build.updated_at < build_stale_before():
-        from .services import LOST_BUILD
-
         status, error = DatasetBuild.Status.FAILED, LOST_BUILD.format(minutes=round(conf.build_stale_seconds() / 60))
     phases = len(DatasetBuild.PHASES)
     snapshot = build.snapshot if status == DatasetBuild.Status.READY else None

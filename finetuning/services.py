@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from . import conf, events
 from .models import DatasetBuild, DatasetSnapshot, LoopLock, ModelVersion, Promotion, TrainingRun
-from .selectors import build_stale_before, rollback_target, version_active
+from .selectors import LOST_BUILD, build_stale_before, rollback_target, version_active
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +237,6 @@ def build_fail(*, build: DatasetBuild, error: str) -> None:
     DatasetBuild.objects.filter(id=build.id).update(
         status=DatasetBuild.Status.FAILED, error=error[:2000], updated_at=now, finished_at=now
     )
-
-
-LOST_BUILD = "its worker stopped answering (no progress for {minutes} minutes): start another build"
 
 
 def builds_fail_stale() -> int:
