@@ -22,10 +22,11 @@ def watch_streaming(page: Any, timeout_s: float = 120) -> list[str]:
     deadline = time.monotonic() + timeout_s
     last = bot_bubbles(page).last
     while time.monotonic() < deadline:
-        text = last.locator(".body").text_content() or ""
+        # The text and the class in one read: apart, the reply's "done" could land between them,
+        # and the final text would be missed though the class says finished.
+        text, classes = last.evaluate("(li) => [li.querySelector('.body').textContent, li.className]")
         if not seen or seen[-1] != text:
             seen.append(text)
-        classes = last.get_attribute("class") or ""
         if any(status in classes for status in ("complete", "cancelled", "failed")):
             return seen
         time.sleep(0.03)
