@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -115,19 +116,24 @@ CSV_COLUMNS = [
 ]  # fmt: skip
 
 
-def export_csv(conversations: Iterable[Conversation]) -> Iterator[str]:
-    """One row per message; cells a spreadsheet would run as a formula are prefixed with a quote."""
+def csv_stream(header: list[str], rows: Iterable[list[Any]]) -> Iterator[str]:
+    """CSV text a row at a time, for a streaming response: the header, then each row as it comes
+    (the caller makes its cells safe: ``_cell`` here, ``reports.export`` for its figures)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-
-    def flush() -> str:
-        text = buffer.getvalue()
+    for row in itertools.chain([header], rows):
+        writer.writerow(row)
+        yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
-        return text
 
-    writer.writerow(CSV_COLUMNS)
-    yield flush()
+
+def export_csv(conversations: Iterable[Conversation]) -> Iterator[str]:
+    """One row per message; cells a spreadsheet would run as a formula are prefixed with a quote."""
+    return csv_stream(CSV_COLUMNS, _export_rows(conversations))
+
+
+def _export_rows(conversations: Iterable[Conversation]) -> Iterator[list[Any]]:
     for conversation in conversations:
         record = conversation_record(conversation)
         for position, message in enumerate(record["messages"]):
@@ -141,8 +147,7 @@ def export_csv(conversations: Iterable[Conversation]) -> Iterator[str]:
                 _rating(rating.get("agent")), rating.get("agent", {}).get("reason", ""),
                 (message["correction"] or {}).get("text", ""),
             ]  # fmt: skip
-            writer.writerow([_cell(value) for value in row])
-            yield flush()
+            yield [_cell(value) for value in row]
 
 
 def _rating(feedback: dict[str, Any] | None) -> str:

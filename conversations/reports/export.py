@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 
+from ..transcripts import csv_stream
 from .selectors import Report, columns, rows_of
 
 
@@ -13,22 +12,11 @@ def report_csv(report: Report, table: str) -> Iterator[str]:
     """``table``: buckets (one row a day or week, then a ``total`` row), versions or agents.
     Names are from the team and the admins, but a cell a spreadsheet would run as a formula is
     still prefixed with a quote."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def flush() -> str:
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    writer.writerow(columns(table))
-    yield flush()
-    for row in rows_of(report, table):
-        writer.writerow(
-            [f"'{value}" if value[:1] in ("=", "+", "-", "@") and not _number(value) else value for value in row]
-        )
-        yield flush()
+    rows = (
+        [f"'{value}" if value[:1] in ("=", "+", "-", "@") and not _number(value) else value for value in row]
+        for row in rows_of(report, table)
+    )
+    return csv_stream(columns(table), rows)
 
 
 def _number(text: str) -> bool:

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from conversations.models import Conversation, Customer, Message
+from tests.e2e import browser as browser_pages
 from tests.e2e.browser import signed_in_context
 from tests.e2e.live import LiveSystem
 
@@ -55,31 +56,13 @@ def expect(locator: Any) -> Any:
 
 
 def agent_page(browser: Any, system: LiveSystem, user: User, path: str = "/agent/", **context: Any) -> Any:
-    ctx = signed_in_context(browser, system, user) if not context else _sized_context(browser, system, user, context)
+    ctx = signed_in_context(browser, system, user, **context)
     ctx.add_init_script(NOTIFICATIONS)
-    page = ctx.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(system.url + path)
-    expect(page.locator("#agent-connection")).to_have_class("badge online")
-    return page
-
-
-def _sized_context(browser: Any, system: LiveSystem, user: User, context: dict[str, Any]) -> Any:
-    from django.test import Client
-
-    client = Client()
-    client.force_login(user)
-    ctx = browser.new_context(**context)
-    ctx.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": system.url}])
-    return ctx
+    return browser_pages.agent_page(ctx, system, path, timeout_ms=TIMEOUT_MS)
 
 
 def customer_page(browser: Any, system: LiveSystem) -> Any:
-    page = browser.new_context().new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(system.url + "/")
-    expect(page.locator("#connection")).to_have_class("badge online")
-    return page
+    return browser_pages.customer_page(browser, system, timeout_ms=TIMEOUT_MS)
 
 
 def say(page: Any, text: str) -> Conversation:

@@ -15,6 +15,7 @@ from django.conf import settings
 
 from conversations.knowledge.models import KnowledgeEntry
 from conversations.models import CannedReply, Conversation, ConversationNote, Customer, Message
+from tests.e2e import browser as browser_pages
 from tests.e2e.browser import signed_in_context
 from tests.e2e.live import LiveSystem
 
@@ -43,19 +44,11 @@ def expect(locator: Any) -> Any:
 
 
 def agent_page(browser: Any, system: LiveSystem, user: Any, path: str) -> Any:
-    page = signed_in_context(browser, system, user).new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(system.url + path)
-    expect(page.locator("#agent-connection")).to_have_class("badge online")
-    return page
+    return browser_pages.agent_page(signed_in_context(browser, system, user), system, path, timeout_ms=TIMEOUT_MS)
 
 
 def customer_page(browser: Any, system: LiveSystem) -> Any:
-    page = browser.new_context().new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(system.url + "/")
-    expect(page.locator("#connection")).to_have_class("badge online")
-    return page
+    return browser_pages.customer_page(browser, system, timeout_ms=TIMEOUT_MS)
 
 
 def ask(customer: Any, text: str) -> Conversation:

@@ -31,12 +31,35 @@ def launch() -> Iterator[Any]:
         browser.close()
 
 
-def signed_in_context(browser: Any, system: Any, user: Any) -> Any:
-    """A browser context carrying ``user``'s session cookie for the live system."""
+def signed_in_context(browser: Any, system: Any, user: Any, **options: Any) -> Any:
+    """A browser context carrying ``user``'s session cookie for the live system; ``options`` are
+    Playwright's context options (a phone's viewport, say)."""
     from django.test import Client
 
     client = Client()
     client.force_login(user)
-    context = browser.new_context()
+    context = browser.new_context(**options)
     context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": system.url}])
     return context
+
+
+def customer_page(browser: Any, system: Any, *, timeout_ms: int) -> Any:
+    """A new customer on the chat page at /, once its socket is live."""
+    from playwright.sync_api import expect
+
+    page = browser.new_context().new_page()
+    page.set_default_timeout(timeout_ms)
+    page.goto(system.url + "/")
+    expect(page.locator("#connection")).to_have_class("badge online")
+    return page
+
+
+def agent_page(context: Any, system: Any, path: str, *, timeout_ms: int) -> Any:
+    """A workspace page in ``context`` (``signed_in_context``), once the agents' socket is live."""
+    from playwright.sync_api import expect
+
+    page = context.new_page()
+    page.set_default_timeout(timeout_ms)
+    page.goto(system.url + path)
+    expect(page.locator("#agent-connection")).to_have_class("badge online")
+    return page
