@@ -305,5 +305,8 @@ def test_staff_add_a_site_copy_its_snippet_and_preview_it(
     page.click("#preview-link")
     page.locator(LAUNCHER).click()
     frame_of(page, site).wait_for_selector("#composer")  # framed by our own page: 'self'
+    # Live before closing: the frame's socket has done its database work (customer, conversation,
+    # history), which otherwise overlapped the test's teardown flush and deadlocked it in CI.
+    frame_of(page, site).wait_for_selector("#connection.online")
     assert not [line for line in console if "Content Security Policy" in line], console
     ctx.close()
