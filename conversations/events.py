@@ -7,18 +7,29 @@ ratings, notes, corrections, tags) goes to the ``agents`` group, which only agen
 Payloads are the wire frames of docs/protocol.md.
 
 A write names its frames as ``Event``s and sends them with ``send_on_commit``: an action sends
-its events, after its commit, so no frame tells of a row that a rollback took back.
+its events, after its commit, so no frame tells of a row that a rollback took back. A socket runs
+its writes through ``in_database``: the write's events wait in an outbox while it runs on the
+database thread, and are sent from the event loop once it returns, so the one thread that all of a
+web process's database calls share never waits on Redis (docs/web-tier.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import functools
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
 from . import selectors
@@ -113,6 +124,14 @@ def to_agents(payload: dict[str, Any]) -> Event:
     return Event(AGENTS_GROUP, payload)
 
 
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# The events of the write running now, when it runs under ``in_database``: sent after it returns.
+_outbox: ContextVar[list[Event] | None] = ContextVar("events_outbox", default=None)
+
+
 def send_on_commit(*events: Event) -> None:
     """Send the events once the current transaction commits (at once outside one). Robust: the
     write stands when Redis refuses the frames, and a page that reconnects reads it from history."""
@@ -120,11 +139,120 @@ def send_on_commit(*events: Event) -> None:
 
 
 def deliver(events: Sequence[Event]) -> None:
-    async_to_sync(_send_all)(events)
+    outbox = _outbox.get()
+    if outbox is not None:  # a socket's write: its caller sends them from the event loop
+        outbox.extend(events)
+        return
+    # Not a socket's write (a page, a task, a command): inbox rows are read here, on this thread.
+    async_to_sync(_send_all)(as_sent(events))
 
 
-async def _send_all(events: Sequence[Event]) -> None:
+def as_sent(events: Sequence[Event]) -> list[Event]:
+    """The events as their frames go out: each ``inbox_touched`` read into its ``inbox`` row."""
+    return [sent for sent in map(_resolved, events) if sent.payload]
+
+
+def _resolved(event: Event) -> Event:
+    if event.payload.get("type") != INBOX_TOUCHED:
+        return event
+    rows = selectors.inbox_items([event.payload["conversation_id"]])
+    return to_agents(inbox_event(rows[0])) if rows else Event(AGENTS_GROUP, {})
+
+
+class InboxAnnouncer:
+    """The web process's inbox announcements: the conversations touched (``inbox_touched``) within
+    ``delay_s`` are read together, in one database call (``selectors.inbox_items``), and each
+    row goes to the agents' group. One per event loop (``_announcer``). A customer message costs
+    the inbox one id in a set, not four queries of its own; a conversation touched many times in a
+    round is announced once."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.pending: set[str] = set()
+        self.flushing: asyncio.Task[None] | None = None
+
+    def touch(self, conversation_id: str) -> None:
+        self.pending.add(conversation_id)
+        if self.flushing is None or self.flushing.done():
+            self.flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(self.delay_s)
+        ids, self.pending = self.pending, set()
+        try:
+            rows = await database_sync_to_async(selectors.inbox_items)(sorted(ids))
+            for row in rows:
+                await channel_layer().group_send(AGENTS_GROUP, {"type": AGENTS_HANDLER, "payload": inbox_event(row)})
+        except Exception:  # the rows are stored: an agent's page that reloads reads them
+            log.exception("could not announce %d inbox rows", len(ids))
+        if self.pending:  # touched while this round read and sent
+            self.flushing = asyncio.get_running_loop().create_task(self._flush())
+
+
+_announcers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, InboxAnnouncer] = weakref.WeakKeyDictionary()
+
+
+def _announcer() -> InboxAnnouncer | None:
+    """The running event loop's announcer (a web process has one loop); None with
+    ``INBOX_COALESCE_MS`` 0, which reads each row as it is sent."""
+    if settings.INBOX_COALESCE_MS <= 0:
+        return None
+    loop = asyncio.get_running_loop()
+    announcer = _announcers.get(loop)
+    if announcer is None:
+        announcer = _announcers[loop] = InboxAnnouncer(settings.INBOX_COALESCE_MS / 1000)
+    return announcer
+
+
+@contextmanager
+def outbox_collect(outbox: list[Event] | None = None) -> Iterator[list[Event]]:
+    """Within the block, what the writes on this thread deliver is added to ``outbox`` (yielded)
+    instead of being sent: ``in_database`` sends it afterwards."""
+    outbox = [] if outbox is None else outbox
+    token = _outbox.set(outbox)
+    try:
+        yield outbox
+    finally:
+        _outbox.reset(token)
+
+
+def in_database(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """``function`` (sync, the database) as a socket calls it: on the database thread, as
+    ``database_sync_to_async`` runs it, with the events its commits send kept in an outbox and sent
+    from the caller's event loop once it has returned, in order. The thread is free for the next
+    socket's call while the frames go out; a frame Redis refuses is logged, and the write stands."""
+
+    @functools.wraps(function)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        outbox: list[Event] = []
+
+        def run() -> R:
+            with outbox_collect(outbox):
+                return function(*args, **kwargs)
+
+        try:
+            return await database_sync_to_async(run)()
+        finally:
+            if outbox:
+                try:
+                    await _send_all(outbox, coalesce=True)
+                except Exception:  # as send_on_commit's robust=True: the write is committed
+                    log.exception("could not send %d frames after a write", len(outbox))
+
+    return call
+
+
+async def _send_all(events: Sequence[Event], *, coalesce: bool = False) -> None:
+    """Each event to its group, in order. ``coalesce``: inbox rows through the loop's announcer."""
     for event in events:
+        if event.payload.get("type") == INBOX_TOUCHED:
+            announcer = _announcer() if coalesce else None
+            if announcer is not None:
+                announcer.touch(event.payload["conversation_id"])
+                continue
+            event = await database_sync_to_async(_resolved)(event)
+        if not event.payload:  # a row of a conversation erased meanwhile
+            continue
         await channel_layer().group_send(event.group, {"type": event.handler, "payload": event.payload})
 
 
@@ -265,6 +393,18 @@ def inbox_event(item: dict[str, Any], *, alert: bool = False) -> dict[str, Any]:
 def review_event(conversation_id: str, review: dict[str, Any]) -> dict[str, Any]:
     """Agent-only state of a conversation or a reply changed (tags, note, flags, rating, correction)."""
     return {"type": "review", "conversation_id": conversation_id, **review}
+
+
+# Not a frame: "this conversation's inbox row changed", resolved into its ``inbox`` frame when sent.
+INBOX_TOUCHED = "inbox.touched"
+
+
+def inbox_touched(conversation: Conversation) -> Event:
+    """The conversation's inbox row changed (a customer wrote): its ``inbox`` frame, built when it
+    is sent. In the web process the announcer (``coalesce_inbox``) builds the rows of all the
+    conversations touched within ``INBOX_COALESCE_MS`` together, one frame each; elsewhere the row
+    is read at once, as ``inbox_changed`` does."""
+    return Event(AGENTS_GROUP, {"type": INBOX_TOUCHED, "conversation_id": str(conversation.id)})
 
 
 def inbox_changed(conversation: Conversation, *, alert: bool = False) -> Event:

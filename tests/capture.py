@@ -50,7 +50,7 @@ def capture_events(monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_cal
         sent = Sent()
 
         def record(batch: Sequence[events.Event]) -> None:
-            sent.events.extend(batch)
+            sent.events.extend(events.as_sent(batch))
 
         monkeypatch.setattr(events, "deliver", record)
         with django_capture_on_commit_callbacks(execute=True):

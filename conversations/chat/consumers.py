@@ -12,11 +12,11 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from .. import events, limits, selectors
 from ..errors import ChatError
+from ..events import in_database
 from ..models import Conversation, Customer, Feedback, Message
 from ..sockets import (
     CLOSE_NOT_FOUND,
@@ -53,15 +53,15 @@ class ChatConsumer(JsonSocket):
         if not await limited(limits.socket_open_allowed, address=self.address):
             await self.refuse(CLOSE_RATE_LIMITED, SOCKETS_FROM_ADDRESS)
             return
-        customer = await database_sync_to_async(self._customer)()
+        customer = await in_database(self._customer)()
         if customer is None:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        conversation = await database_sync_to_async(self._conversation)(customer)
+        conversation = await in_database(self._conversation)(customer)
         if conversation is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
-        await database_sync_to_async(self._remember_where)(conversation)
+        await in_database(self._remember_where)(conversation)
         self.customer = customer
         if not await limited(limits.socket_register, customer_id=str(customer.id), channel=self.channel_name):
             await self.refuse(CLOSE_TOO_MANY_SOCKETS, SOCKETS_PER_CUSTOMER)
@@ -124,37 +124,37 @@ class ChatConsumer(JsonSocket):
             await super().send_json(frame)
 
     async def on_message(self, frame: dict[str, Any]) -> None:
-        result = await database_sync_to_async(services.message_send)(
+        result = await in_database(services.message_send)(
             conversation=self.conversation, text=frame.get("text"), client_id=frame.get("client_id")
         )
         if not result.created:  # a resend: echo the stored message to this socket only
             await self.send_json(events.message_event(selectors.message_payload(result.customer_message)))
 
     async def on_stop(self, frame: dict[str, Any]) -> None:
-        await database_sync_to_async(self._stop)()
+        await in_database(self._stop)()
 
     async def on_retry(self, frame: dict[str, Any]) -> None:
-        await database_sync_to_async(services.reply_retry)(conversation=self.conversation)
+        await in_database(services.reply_retry)(conversation=self.conversation)
 
     async def on_new_conversation(self, frame: dict[str, Any]) -> None:
         """Leave the old conversation's group first: what closing it sends is for the agents."""
         previous = self.conversation
         await events.conversation_leave(previous.id, self.channel_name)
         try:
-            conversation = await database_sync_to_async(services.conversation_start)(customer=self.customer)
+            conversation = await in_database(services.conversation_start)(customer=self.customer)
         except ChatError:
             await events.conversation_join(previous.id, self.channel_name)
             raise
-        await database_sync_to_async(self._remember_where)(conversation)
+        await in_database(self._remember_where)(conversation)
         await self._watch(conversation)
 
     async def on_handoff(self, frame: dict[str, Any]) -> None:
-        transition = await database_sync_to_async(services.handoff_request)(conversation=self.conversation)
+        transition = await in_database(services.handoff_request)(conversation=self.conversation)
         if not transition.changed:  # asked twice: tell this socket again, do not alert the agents again
-            await self.send_json(await database_sync_to_async(events.status_frame)(transition.conversation))
+            await self.send_json(await in_database(events.status_frame)(transition.conversation))
 
     async def on_feedback(self, frame: dict[str, Any]) -> None:
-        message, feedback = await database_sync_to_async(self._feedback)(frame)
+        message, feedback = await in_database(self._feedback)(frame)
         await self.send_json(
             {
                 "type": "feedback",
@@ -166,17 +166,17 @@ class ChatConsumer(JsonSocket):
     async def on_typing(self, frame: dict[str, Any]) -> None:
         """The customer types: throttled here, then for the agents only while a person is involved."""
         if self.typing.allow(time.monotonic()):
-            await database_sync_to_async(services.customer_typing_send)(conversation=self.conversation)
+            await in_database(services.customer_typing_send)(conversation=self.conversation)
 
     async def on_satisfaction(self, frame: dict[str, Any]) -> None:
-        conversation = await database_sync_to_async(services.satisfaction_set)(
+        conversation = await in_database(services.satisfaction_set)(
             conversation=self.conversation, score=frame.get("score")
         )
         await self.send_json({"type": "satisfaction", "score": conversation.satisfaction})
 
     async def on_profile(self, frame: dict[str, Any]) -> None:
         """The pre-chat form: the customer's name and e-mail, stored on the customer."""
-        customer = await database_sync_to_async(widget_services.customer_profile_set)(
+        customer = await in_database(widget_services.customer_profile_set)(
             customer=self.customer, name=frame.get("name", ""), email=frame.get("email", "")
         )
         await self.send_json({"type": "profile", "customer": {"name": customer.display_name, "email": customer.email}})
@@ -197,7 +197,7 @@ class ChatConsumer(JsonSocket):
         """Join the conversation's group first, then read history: no event falls in between."""
         self.conversation = conversation
         await events.conversation_join(conversation.id, self.channel_name)
-        await self.send_json(await database_sync_to_async(selectors.history_frame)(conversation))
+        await self.send_json(await in_database(selectors.history_frame)(conversation))
 
     def _query(self, name: str) -> str:
         values = parse_qs(self.scope.get("query_string", b"").decode()).get(name)

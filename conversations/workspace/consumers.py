@@ -11,11 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from channels.db import database_sync_to_async
 
 from .. import events, roles, selectors
 from ..chat.services import TypingThrottle
 from ..errors import ChatError
+from ..events import in_database
 from ..models import Conversation
 from ..sockets import RoleCheckedConsumer, error_frame, handler_for, parse_frame
 from . import selectors as workspace_selectors
@@ -47,7 +47,7 @@ class AgentConsumer(RoleCheckedConsumer):
     async def _present(self) -> None:
         """Count this agent online for a while (auto-assignment); Redis down: only that is lost."""
         try:
-            await database_sync_to_async(services.presence_touch)(user_id=self.user.id, channel_name=self.channel_name)
+            await in_database(services.presence_touch)(user_id=self.user.id, channel_name=self.channel_name)
         except redis.RedisError:
             pass
 
@@ -57,7 +57,7 @@ class AgentConsumer(RoleCheckedConsumer):
         if user is not None and user.is_authenticated:
             await events.agent_leave(user.id, self.channel_name)
             try:
-                await database_sync_to_async(services.presence_drop)(user_id=user.id, channel_name=self.channel_name)
+                await in_database(services.presence_drop)(user_id=user.id, channel_name=self.channel_name)
             except redis.RedisError:
                 pass
         if self.watching:
@@ -73,9 +73,7 @@ class AgentConsumer(RoleCheckedConsumer):
                 await self._present()
                 return
             handler = handler_for(self.HANDLERS, frame)
-            conversation = await database_sync_to_async(workspace_selectors.conversation_for_agent)(
-                frame.get("conversation_id")
-            )
+            conversation = await in_database(workspace_selectors.conversation_for_agent)(frame.get("conversation_id"))
             if conversation is None:
                 raise ChatError("not_found", "No such conversation.")
             await handler(self, conversation, frame)
@@ -96,13 +94,13 @@ class AgentConsumer(RoleCheckedConsumer):
             await events.conversation_leave(self.watching, self.channel_name)
         self.watching = str(conversation.id)
         await events.conversation_join(conversation.id, self.channel_name)
-        history = await database_sync_to_async(selectors.history_frame)(conversation)
+        history = await in_database(selectors.history_frame)(conversation)
         await self.send_json({**history, "conversation_id": self.watching})
-        await database_sync_to_async(services.conversation_read)(conversation=conversation, user=self.user)
+        await in_database(services.conversation_read)(conversation=conversation, user=self.user)
 
     async def on_read(self, conversation: Conversation, frame: dict[str, Any]) -> None:
         """The page showed the conversation's new messages to the agent: read up to now."""
-        await database_sync_to_async(services.conversation_read)(conversation=conversation, user=self.user)
+        await in_database(services.conversation_read)(conversation=conversation, user=self.user)
 
     async def on_assign(self, conversation: Conversation, frame: dict[str, Any]) -> None:
         """``assignee``: an agent's id, "me", or empty/None to unassign."""
@@ -112,10 +110,10 @@ class AgentConsumer(RoleCheckedConsumer):
             assignee = self.user if raw == "me" else services.assignee_of(raw)
             services.conversation_assign(conversation=conversation, actor=self.user, assignee=assignee)
 
-        await database_sync_to_async(assign)()
+        await in_database(assign)()
 
     async def _transition(self, change: Callable[..., Any], conversation: Conversation) -> None:
-        await database_sync_to_async(change)(conversation=conversation, agent=self.user)
+        await in_database(change)(conversation=conversation, agent=self.user)
 
     async def on_takeover(self, conversation: Conversation, frame: dict[str, Any]) -> None:
         await self._transition(services.conversation_takeover, conversation)
@@ -127,16 +125,16 @@ class AgentConsumer(RoleCheckedConsumer):
         await self._transition(services.conversation_close, conversation)
 
     async def on_message(self, conversation: Conversation, frame: dict[str, Any]) -> None:
-        result = await database_sync_to_async(services.agent_message_send)(
+        result = await in_database(services.agent_message_send)(
             conversation=conversation, agent=self.user, text=frame.get("text"), client_id=frame.get("client_id")
         )
         if not result.created:  # a resend: echo the stored message to this socket only
-            payload = await database_sync_to_async(selectors.message_payload)(result.customer_message)
+            payload = await in_database(selectors.message_payload)(result.customer_message)
             await self.send_json({**events.message_event(payload), "conversation_id": str(conversation.id)})
 
     async def on_typing(self, conversation: Conversation, frame: dict[str, Any]) -> None:
         if self.typing.allow(time.monotonic()):
-            await database_sync_to_async(services.agent_typing_send)(conversation=conversation, agent=self.user)
+            await in_database(services.agent_typing_send)(conversation=conversation, agent=self.user)
 
     HANDLERS = {
         "watch": on_watch,
