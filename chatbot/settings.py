@@ -116,9 +116,14 @@ TEMPLATES = [
     },
 ]
 
+# A connection is kept for DATABASE_CONN_MAX_AGE seconds and checked before reuse: a socket's
+# database calls all run on one thread per web process (Channels' database_sync_to_async), and
+# opening a connection for each of them was a tenth of the web tier's time (docs/web-tier.md).
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"), conn_max_age=0
+        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -330,6 +335,9 @@ LOGOUT_REDIRECT_URL = "login"
 AGENT_INBOX_PAGE_SIZE = env_int("AGENT_INBOX_PAGE_SIZE", 25)
 # A new handoff request is assigned round-robin among the agents online now (a workspace socket open).
 INBOX_AUTO_ASSIGN = env_bool("INBOX_AUTO_ASSIGN", False)
+# How long the web process gathers the conversations customers wrote in before it sends their inbox
+# rows to the agents, all read in one go (conversations/events.py, InboxAnnouncer); 0: one by one.
+INBOX_COALESCE_MS = env_int("INBOX_COALESCE_MS", 200)
 # How long an agent counts as online after their socket last said so (it does every 30 s).
 INBOX_PRESENCE_TTL_S = env_int("INBOX_PRESENCE_TTL_S", 90)
 LOGIN_THROTTLE_FAILURES = env_int("LOGIN_THROTTLE_FAILURES", 5)
