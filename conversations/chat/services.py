@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.contrib.sessions.backends.base import SessionBase
-from django.db import IntegrityError, transaction
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from .. import dispatch, events, health, rules, selectors
@@ -90,22 +91,31 @@ def validate_client_id(client_id: object) -> str | None:
 
 def _lock_customer(customer_id: UUID) -> None:
     """Hold the customer's row until the transaction ends: a limit counted over all their
-    conversations is checked and written by one socket at a time."""
-    list(Customer.objects.select_for_update().filter(id=customer_id).values_list("id", flat=True))
+    conversations is checked and written by one socket at a time. SQLite needs no row lock: its
+    write transactions begin IMMEDIATE (settings.DATABASES), one at a time for the whole file."""
+    if connection.features.has_select_for_update:
+        list(Customer.objects.select_for_update().filter(id=customer_id).values_list("id", flat=True))
+
+
+def _rate_limited() -> ChatError:
+    return ChatError(
+        "rate_limited",
+        f"Too many messages: at most {settings.CHAT_RATE_LIMIT_MESSAGES} every "
+        f"{settings.CHAT_RATE_LIMIT_WINDOW_S} seconds. Please wait a moment.",
+    )
 
 
 def _check_rate_limit(customer_id: UUID) -> None:
     """At most ``CHAT_RATE_LIMIT_MESSAGES`` a window of customer messages and retries together
     (a retry asks the model as much as a message does). Call with the customer's row locked."""
-    since = timezone.now() - timedelta(seconds=settings.CHAT_RATE_LIMIT_WINDOW_S)
-    recent = Message.objects.filter(conversation__customer_id=customer_id, created_at__gte=since)
+    recent = Message.objects.filter(conversation__customer_id=customer_id, created_at__gte=_window_start())
     messages = recent.filter(role=Message.Role.CUSTOMER).count()
     if messages + _retries(recent) >= settings.CHAT_RATE_LIMIT_MESSAGES:
-        raise ChatError(
-            "rate_limited",
-            f"Too many messages: at most {settings.CHAT_RATE_LIMIT_MESSAGES} every "
-            f"{settings.CHAT_RATE_LIMIT_WINDOW_S} seconds. Please wait a moment.",
-        )
+        raise _rate_limited()
+
+
+def _window_start() -> datetime:
+    return timezone.now() - timedelta(seconds=settings.CHAT_RATE_LIMIT_WINDOW_S)
 
 
 def _retries(recent: QuerySet[Message]) -> int:
@@ -121,34 +131,71 @@ def _retries(recent: QuerySet[Message]) -> int:
     return bot_replies.filter(before=Message.Role.BOT).count()
 
 
+@dataclass(frozen=True)
+class _SendState:
+    """What ``message_send`` decides on, read in one query under the locks."""
+
+    customer_messages: int  # the customer's messages in the rate limit's window, all conversations
+    bot_replies: int  # their bot replies in the window: the retries are among them
+    in_flight: bool  # a bot reply of this conversation still pending or streaming
+    seen: bool  # a message of this conversation already has this client_id (a resend)
+
+
+def _send_state(conversation: Conversation, client_id: str | None) -> _SendState:
+    window = Q(created_at__gte=_window_start())
+    this = Q(conversation_id=conversation.id)
+    in_flight = this & Q(role=Message.Role.BOT, status__in=Message.ACTIVE_STATUSES)
+    wanted = window | in_flight
+    counts: dict[str, Any] = {
+        "customer": Count("id", filter=window & Q(role=Message.Role.CUSTOMER)),
+        "bot": Count("id", filter=window & Q(role=Message.Role.BOT)),
+        "in_flight": Count("id", filter=in_flight),
+    }
+    if client_id is not None:
+        seen = this & Q(client_id=client_id)
+        wanted |= seen
+        counts["seen"] = Count("id", filter=seen)
+    row = Message.objects.filter(conversation__customer_id=conversation.customer_id).filter(wanted).aggregate(**counts)
+    return _SendState(row["customer"], row["bot"], row["in_flight"] > 0, row.get("seen", 0) > 0)
+
+
 def message_send(*, conversation: Conversation, text: object, client_id: object = None) -> SendResult:
     """Store what the customer typed and, when the bot holds the conversation, a pending reply.
 
     Both rows commit together before the worker hears of the reply, so nothing typed is lost
     whatever fails later. A resend with a known ``client_id`` returns the stored message. Text
     that asks for a person (``HANDOFF_PHRASES``) moves the conversation to waiting instead.
+
+    Every customer message of every chat comes through here, so it reads what it decides on in one
+    query under its locks (``_SendState``) and leaves the inbox row to ``events.inbox_touched``
+    (docs/web-tier.md): seven statements for a message the bot answers.
     """
     text = validate_text(text)
     client_id = validate_client_id(client_id)
-    conversation.refresh_from_db(fields=["status"])
-    if client_id is not None:
-        seen = conversation.messages.filter(client_id=client_id).first()
-        if seen is not None:
-            return SendResult(seen, None, created=False)
-    if conversation.status == Conversation.Status.CLOSED:
-        raise ChatError("conversation_closed", "This conversation is closed; start a new one.")
-    bot_answers = rules.bot_may_write(conversation.status)
-    handoff = bot_answers and wants_person(text)
-    if bot_answers and not handoff and selectors.reply_in_flight(conversation):
-        raise ChatError("reply_in_progress", "Please wait for the answer, or press Stop, before sending again.")
     try:
         with transaction.atomic():
             # The customer's row lock makes the rate limit's count and this write one step, over
             # all their sockets; the conversation's orders this against a takeover: the bot never
             # gets a reply queued after an agent has taken the conversation.
             _lock_customer(conversation.customer_id)
-            _check_rate_limit(conversation.customer_id)
             locked = Conversation.objects.select_for_update().get(id=conversation.id)
+            conversation.status = locked.status
+            state = _send_state(locked, client_id)
+            if state.seen:
+                return SendResult(conversation.messages.get(client_id=client_id), None, created=False)
+            if locked.status == Conversation.Status.CLOSED:
+                raise ChatError("conversation_closed", "This conversation is closed; start a new one.")
+            bot_answers = rules.bot_may_write(locked.status)
+            handoff = bot_answers and wants_person(text)
+            if bot_answers and not handoff and state.in_flight:
+                raise ChatError("reply_in_progress", "Please wait for the answer, or press Stop, before sending again.")
+            limit = settings.CHAT_RATE_LIMIT_MESSAGES
+            if state.customer_messages + state.bot_replies >= limit:  # else the retries cannot reach it
+                recent = Message.objects.filter(
+                    conversation__customer_id=conversation.customer_id, created_at__gte=_window_start()
+                )
+                if state.customer_messages + _retries(recent) >= limit:
+                    raise _rate_limited()
             customer_message = Message.objects.create(
                 conversation=conversation, role=Message.Role.CUSTOMER, text=text, client_id=client_id
             )
@@ -157,7 +204,7 @@ def message_send(*, conversation: Conversation, text: object, client_id: object 
             if handoff:
                 stop_reply_in_flight(locked)
                 locked.status = Conversation.Status.WAITING
-            elif rules.bot_may_write(locked.status):
+            elif bot_answers:
                 bot_message = _reply_create(locked)
             stamped, recorded = status_stamp(locked, before, actor=None)
             locked.last_activity_at = customer_message.created_at
@@ -177,7 +224,7 @@ def _sent_events(result: SendResult) -> list[events.Event]:
     person); the pending reply and, when no worker is up, a notice that says so."""
     conversation = result.customer_message.conversation
     sent = [events.message_sent(result.customer_message)]
-    sent += events.status_changed(conversation, alert=True) if result.handoff else [events.inbox_changed(conversation)]
+    sent += events.status_changed(conversation, alert=True) if result.handoff else [events.inbox_touched(conversation)]
     if result.bot_message is not None:
         sent.append(events.message_sent(result.bot_message))
         notice = health.worker_notice(health.worker_state())
