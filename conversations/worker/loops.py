@@ -297,7 +297,7 @@ class InferenceWorker:
         log.info("reply %s claimed by %s", message_id, self.consumer)
         self.replies[message_id] = prepared.reply
         try:
-            await replies.announce_claimed(prepared.reply)
+            await replies.announce_claimed(prepared.reply, prepared.announced)
         except Exception as error:  # cosmetic: the deltas and the done frame still come
             log.warning("could not announce reply %s: %s", message_id, error)
         self.waiting.append(prepared)

@@ -60,6 +60,7 @@ class Prepared:
     request: GenerationRequest
     adapter_path: str = ""
     told_busy: bool = False
+    announced: dict[str, Any] | None = None  # the claimed reply's message frame payload, read with the claim
 
 
 def unservable_error(version: str) -> str:
@@ -89,6 +90,7 @@ def prepare(*, message_id: int, entry_id: str, engine: Engine, consumer: str) ->
     if lead:
         grounding[0]["lead"] = True
     services.reply_model_set(message_id=message.id, model_name=model_name, grounding=grounding)
+    message.model_name, message.grounding = model_name, grounding
     prompt_ids = prompts.prompt_for(
         message,
         engine.tokenizer,
@@ -117,7 +119,8 @@ def prepare(*, message_id: int, entry_id: str, engine: Engine, consumer: str) ->
         first_token_at=timezone.now() if lead else None,
         adapter=adapter,
     )
-    return Prepared(reply, request, version.adapter_path if adapter and version else "")
+    adapter_path = version.adapter_path if adapter and version else ""
+    return Prepared(reply, request, adapter_path, announced=selectors.message_payload(message))
 
 
 reply_prepare = database_sync_to_async(prepare)
@@ -133,9 +136,11 @@ async def publish_quietly(conversation_id: str, event: dict[str, Any]) -> bool:
     return True
 
 
-async def announce_claimed(reply: Reply) -> None:
-    """Browsers hear the reply is streaming (and drop any partial text of an earlier attempt)."""
-    payload = await database_sync_to_async(selectors.message_payload_by_id)(reply.message_id)
+async def announce_claimed(reply: Reply, payload: dict[str, Any] | None = None) -> None:
+    """Browsers hear the reply is streaming (and drop any partial text of an earlier attempt);
+    ``payload``: the message as ``prepare`` read it with the claim (else it is read again)."""
+    if payload is None:
+        payload = await database_sync_to_async(selectors.message_payload_by_id)(reply.message_id)
     await publish_quietly(reply.conversation_id, events.message_event(payload))
 
 

@@ -21,7 +21,12 @@ def reply_claim(*, message_id: int, consumer: str = "") -> Message | None:
     ``consumer`` (the worker's name) is recorded as the reply's owner.
     """
     with transaction.atomic():
-        message = Message.objects.select_for_update().filter(id=message_id, role=Message.Role.BOT).first()
+        message = (
+            Message.objects.select_for_update(of=("self",))
+            .select_related("conversation", "model_version")  # what ``rules`` and the prompt read next
+            .filter(id=message_id, role=Message.Role.BOT)
+            .first()
+        )
         if message is None or message.status not in Message.ACTIVE_STATUSES:
             return None
         if not rules.bot_may_write(message.conversation.status):  # a person holds it now
