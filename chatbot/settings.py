@@ -162,8 +162,20 @@ CHANNEL_LAYERS = {
         # redis-py 8 times reads out after 5 s by default, which is exactly how long channels-redis
         # blocks waiting for a message: without this, idle sockets die with "Timeout reading".
         "CONFIG": {
-            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            # Each web process sends its sockets' frames concurrently: a burst of customers needs
+            # more than redis-py's 100 connections at once, and past them a send fails outright.
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": None,
+                    "max_connections": env_int("CHANNEL_REDIS_MAX_CONNECTIONS", 1000),
+                }
+            ],
             "prefix": env_str("CHANNEL_PREFIX", "chatbot"),
+            # Every socket of a web process shares one Redis queue (channels-redis keys a process's
+            # channels together), and a group send to a full queue drops the frame without a word:
+            # at the default of 100, a burst of replies lost their done frames (docs/web-tier.md).
+            "capacity": env_int("CHANNEL_CAPACITY", 20000),
         },
     }
 }

@@ -163,3 +163,19 @@ async def test_a_socket_write_sends_its_frames_after_its_call_in_order(customer:
         events._send_all = real  # type: ignore[assignment]
     assert order == ["returned", "sent"]
     assert sent[0] == "message" and sent[-1] == "notice"
+
+
+async def test_a_burst_of_frames_for_one_process_is_all_delivered() -> None:
+    """channels-redis queues all of a process's sockets' frames under one key, and a group send to
+    a full key drops the frame: a burst of replies must fit (CHANNEL_CAPACITY), and so many sends at
+    once must find Redis connections (CHANNEL_REDIS_MAX_CONNECTIONS)."""
+    layer = events.channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("burst", channel)
+    count = 600
+    await asyncio.gather(
+        *(layer.group_send("burst", {"type": events.EVENT_HANDLER, "payload": {"n": n}}) for n in range(count))
+    )
+    received = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(count)]
+    assert sorted(m["payload"]["n"] for m in received) == list(range(count))
+    await layer.group_discard("burst", channel)
