@@ -25,6 +25,19 @@ os.environ["REDIS_KEY_PREFIX"] = os.environ["CHANNEL_PREFIX"] = settings.REDIS_K
 settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = TEST_PREFIX
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _database_thread_closed(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """Connections are kept (DATABASE_CONN_MAX_AGE), and the sockets' database calls in this
+    process all ran on asgiref's one executor thread: close its connection before the test
+    database is dropped, which PostgreSQL refuses while a session is still connected."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def redis_client() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
