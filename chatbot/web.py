@@ -73,6 +73,10 @@ def command(*, host: str, port: int, processes: int | None = None, server: str |
         "httptools",
         "--ws",
         "websockets",
+        # Frames are a few dozen bytes of JSON: compressing each cost more CPU than it saved bytes
+        # (daphne does not compress either).
+        "--ws-per-message-deflate",
+        "false",
         "--lifespan",
         "off",
         "--no-access-log",
