@@ -243,7 +243,10 @@ def in_database(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
 
 
 async def _send_all(events: Sequence[Event], *, coalesce: bool = False) -> None:
-    """Each event to its group, in order. ``coalesce``: inbox rows through the loop's announcer."""
+    """The events to their groups, in order: consecutive events for one group go as one
+    channel-layer message (``payloads``), one group send instead of several. ``coalesce``: inbox
+    rows through the loop's announcer."""
+    batch: list[Event] = []
     for event in events:
         if event.payload.get("type") == INBOX_TOUCHED:
             announcer = _announcer() if coalesce else None
@@ -253,7 +256,27 @@ async def _send_all(events: Sequence[Event], *, coalesce: bool = False) -> None:
             event = await database_sync_to_async(_resolved)(event)
         if not event.payload:  # a row of a conversation erased meanwhile
             continue
-        await channel_layer().group_send(event.group, {"type": event.handler, "payload": event.payload})
+        if batch and (batch[0].group, batch[0].handler) != (event.group, event.handler):
+            await _group_send(batch)
+            batch = []
+        batch.append(event)
+    if batch:
+        await _group_send(batch)
+
+
+async def _group_send(batch: Sequence[Event]) -> None:
+    first = batch[0]
+    if len(batch) == 1:
+        message: dict[str, Any] = {"type": first.handler, "payload": first.payload}
+    else:
+        message = {"type": first.handler, "payloads": [event.payload for event in batch]}
+    await channel_layer().group_send(first.group, message)
+
+
+def payloads_of(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The frames a channel-layer message from ``_send_all`` carries, in order (one or several)."""
+    payloads = message.get("payloads")
+    return list(payloads) if payloads is not None else [message["payload"]]
 
 
 async def publish(conversation_id: UUID | str, payload: dict[str, Any]) -> None:

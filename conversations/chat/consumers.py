@@ -113,10 +113,11 @@ class ChatConsumer(JsonSocket):
             await self.close(code=CLOSE_NOT_FOUND)
 
     async def conversation_event(self, event: dict[str, Any]) -> None:
-        if event["payload"].get("type") == events.SIGNED_OUT:  # the customer's tokens were revoked
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
-        await self.send_json(event["payload"])
+        for payload in events.payloads_of(event):
+            if payload.get("type") == events.SIGNED_OUT:  # the customer's tokens were revoked
+                await self.close(code=CLOSE_UNAUTHENTICATED)
+                return
+            await self.send_json(payload)
 
     async def send_json(self, payload: dict[str, Any]) -> None:
         frame = events.for_customer(payload)  # every frame, direct or from the group: one filter

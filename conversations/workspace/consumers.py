@@ -82,11 +82,13 @@ class AgentConsumer(RoleCheckedConsumer):
 
     async def conversation_event(self, event: dict[str, Any]) -> None:
         if self.watching and await self._role_holds(max_age_s=self.role_recheck_s):
-            await self.send_json({**event["payload"], "conversation_id": self.watching})
+            for payload in events.payloads_of(event):
+                await self.send_json({**payload, "conversation_id": self.watching})
 
     async def agents_event(self, event: dict[str, Any]) -> None:
         if await self._role_holds(max_age_s=self.role_recheck_s):
-            await self.send_json(event["payload"])
+            for payload in events.payloads_of(event):
+                await self.send_json(payload)
 
     async def on_watch(self, conversation: Conversation, frame: dict[str, Any]) -> None:
         """Follow one conversation live; the history comes after joining, so nothing falls between."""

@@ -179,3 +179,28 @@ async def test_a_burst_of_frames_for_one_process_is_all_delivered() -> None:
     received = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(count)]
     assert sorted(m["payload"]["n"] for m in received) == list(range(count))
     await layer.group_discard("burst", channel)
+
+
+async def test_a_customer_message_is_one_group_send_its_frames_in_order(
+    customer: Customer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat, history = await open_chat(customer)
+    layer = events.channel_layer()
+    real = layer.group_send
+    sends: list[tuple[str, list[str]]] = []
+
+    async def recorded(group: str, message: dict[str, Any]) -> None:
+        sends.append((group, [p["type"] for p in events.payloads_of(message)]))
+        await real(group, message)
+
+    monkeypatch.setattr(layer, "group_send", recorded)
+    await chat.send_json_to({"type": "message", "text": "Where is my order?", "client_id": "one"})
+    frames = await receive_until(chat, "notice")  # no worker runs here: the notice says so
+    group = events.group_name(history["conversation"]["id"])
+    assert sends == [(group, ["message", "message", "notice"])]
+    assert [(f["type"], f.get("message", {}).get("role")) for f in frames] == [
+        ("message", "customer"),
+        ("message", "bot"),
+        ("notice", None),
+    ]
+    await chat.disconnect()
