@@ -24,4 +24,6 @@ RUN SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(50))')"
  && chown -R chatbot:chatbot /app/var
 USER chatbot:chatbot
 EXPOSE 8000
-CMD ["python", "-m", "daphne", "-b", "0.0.0.0", "-p", "8000", "chatbot.asgi:application"]
+# The web tier (chatbot/web.py): uvicorn, WEB_PROCESSES processes sharing the port (0: one per core,
+# at most WEB_PROCESSES_MAX); it execs the server, which then gets the container's signals itself.
+CMD ["python", "-m", "chatbot.web", "--host", "0.0.0.0", "--port", "8000"]

@@ -56,7 +56,7 @@ urlpatterns = [
     path("reports/export.csv", reports.reports_csv, name="reports-csv"),
     path("training/", include("finetuning.urls")),
     path("admin/", admin.site.urls),
-    # daphne serves no static files of its own; for one self-hosted machine Django serving them
+    # The ASGI server (uvicorn) serves no static files of its own; for one self-hosted machine Django serving them
     # is enough (put a proxy or CDN in front for more).
     re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),
 ]

@@ -22,18 +22,28 @@ SERVERS = ("uvicorn", "daphne")
 APPLICATION = "chatbot.asgi:application"
 
 
+def _count_setting(name: str, default: int) -> int:
+    """A whole number from the environment, ``default`` when unset or empty; a clear error otherwise."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected a whole number") from None
+    if value < 0:
+        raise ValueError(f"{name}={value}: expected 0 or more")
+    return value
+
+
 def default_processes(cores: int | None = None) -> int:
     """One web process per core, at most ``WEB_PROCESSES_MAX`` (default 8), at least one."""
     cores = cores if cores is not None else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0)
-    cap = int(os.environ.get("WEB_PROCESSES_MAX") or 8)
-    return max(1, min(cores or os.cpu_count() or 1, cap))
+    cap = _count_setting("WEB_PROCESSES_MAX", 8)
+    return max(1, min(cores or os.cpu_count() or 1, cap or 1))
 
 
 def processes_setting() -> int:
-    value = int(os.environ.get("WEB_PROCESSES") or 0)
-    if value < 0:
-        raise ValueError(f"WEB_PROCESSES={value}: expected 0 (one per core) or a number of processes")
-    return value or default_processes()
+    """``WEB_PROCESSES``, or one per core (``default_processes``) when it is 0 or unset."""
+    return _count_setting("WEB_PROCESSES", 0) or default_processes()
 
 
 def server_setting() -> str:
@@ -46,6 +56,8 @@ def server_setting() -> str:
 def command(*, host: str, port: int, processes: int | None = None, server: str | None = None) -> list[str]:
     """The argv that serves the ASGI application on ``host:port`` with ``processes`` processes."""
     server = server or server_setting()
+    if processes is not None and processes < 0:
+        raise ValueError(f"{processes} web processes: expected 0 (the setting) or more")
     processes = processes or processes_setting()
     if server == "daphne":
         if processes != 1:
@@ -89,6 +101,13 @@ def command(*, host: str, port: int, processes: int | None = None, server: str |
     ]
 
 
+def describe(*, processes: int | None = None, server: str | None = None) -> str:
+    """What ``command`` runs, in words: e.g. "uvicorn, 4 processes"."""
+    server = server or server_setting()
+    processes = processes or processes_setting()
+    return f"{server}, {processes} process{'es' if processes != 1 else ''}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the web tier (the ASGI server) in the foreground.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -96,7 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, default=0, help="default: WEB_PROCESSES (0: one per core)")
     parser.add_argument("--server", choices=SERVERS, default=None, help="default: WEB_SERVER (uvicorn)")
     args = parser.parse_args(argv)
-    argv_out = command(host=args.host, port=args.port, processes=args.processes or None, server=args.server)
+    try:
+        argv_out = command(host=args.host, port=args.port, processes=args.processes or None, server=args.server)
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: {error}\n")
     os.execv(argv_out[0], argv_out)
 
 

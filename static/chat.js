@@ -144,8 +144,8 @@
         return;
       }
       if (event.code === 4404) { conversation = null; setTimeout(connect, 0); return; } // gone: the latest open one
-      // Refused by a limit: say why (daphne drops the close reason, so the code's own words stand
-      // in), and try again only after the limit's window has had time to pass.
+      // Refused by a limit: say why (the server's reason; uvicorn passes it on, daphne drops it, and
+      // then the code's own words stand in), and try again only after the limit's window has had time to pass.
       if (LIMITED[event.code]) {
         setNotice(event.reason || LIMITED[event.code]);
         setTimeout(connect, LIMITED_RETRY_MS);

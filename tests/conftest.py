@@ -182,7 +182,7 @@ def bot_reply(conversation: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def live_system(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
-    """daphne and the real inference worker as processes on the test database (tests/e2e/live.py)."""
+    """uvicorn and the real inference worker as processes on the test database (tests/e2e/live.py)."""
     from tests.e2e.live import LiveSystem
 
     system = LiveSystem()
@@ -192,7 +192,7 @@ def live_system(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def fake_system(browser: Any, django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
-    """daphne and the scripted fake inference worker, for browser tests of the pages around the model."""
+    """uvicorn and the scripted fake inference worker, for browser tests of the pages around the model."""
     from tests.e2e.live import LiveSystem
 
     system = LiveSystem(fake=True)

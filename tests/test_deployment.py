@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,31 @@ def test_the_commands_it_runs_exist() -> None:
         for managed in ("inference_worker", "prepare_model", "migrate"):
             if f"manage.py {managed}" in command:
                 assert managed in commands
+
+
+def test_the_image_and_the_web_service_run_the_web_tier_through_chatbot_web() -> None:
+    cmd = re.search(r"^CMD (.+)$", DOCKERFILE, re.MULTILINE)
+    assert cmd is not None
+    assert json.loads(cmd.group(1)) == ["python", "-m", "chatbot.web", "--host", "0.0.0.0", "--port", "8000"]
+    service = COMPOSE["services"]["web"]
+    assert service["command"] == "python -m chatbot.web --host 0.0.0.0 --port 8000"
+    env = service["environment"]
+    assert env["WEB_PROCESSES"] == "${WEB_PROCESSES:-0}" and env["WEB_SERVER"] == "${WEB_SERVER:-uvicorn}"
+    assert env["DATABASE_URL"] == COMPOSE["services"]["celery"]["environment"]["DATABASE_URL"]  # the shared rest
+
+
+def test_what_the_web_service_runs_is_uvicorn_with_the_processes_it_is_given() -> None:
+    # The service's command, through chatbot/web.py's own parser, with compose's setting.
+    probe = (
+        "import sys, chatbot.web as w, os;w.os.execv = lambda path, argv: print(' '.join(argv));w.main(sys.argv[1:])"
+    )
+    args = COMPOSE["services"]["web"]["command"].split()[3:]
+    env = {**os.environ, "WEB_PROCESSES": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "-m uvicorn chatbot.asgi:application --host 0.0.0.0 --port 8000 --workers 3" in result.stdout
 
 
 def test_only_the_proxy_on_the_host_reaches_a_published_port() -> None:
@@ -185,8 +212,17 @@ def test_docker_compose_config_accepts_the_file_and_resolves_the_settings() -> N
     assert resolved["inference"]["environment"]["INFERENCE_DEVICE"] == "cuda"
     assert resolved["web"]["environment"]["SECURE_SSL_REDIRECT"] == "true"
     assert "127.0.0.1" in str(resolved["web"]["ports"]) and "0.0.0.0" not in str(resolved["web"]["ports"])
+    assert resolved["web"]["environment"]["WEB_PROCESSES"] == "0"  # one per core
+    assert "chatbot.web" in str(resolved["web"]["command"])
     devices = resolved["inference"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+
+
+@needs_compose
+def test_the_number_of_web_processes_is_set_from_the_environment() -> None:
+    result = compose("config", SECRET_KEY="from-the-environment", WEB_PROCESSES="4")
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["services"]["web"]["environment"]["WEB_PROCESSES"] == "4"
 
 
 @needs_compose

@@ -29,7 +29,7 @@ import pytest
 import redis
 
 from chatbot import local_redis
-from tests.e2e.live import LOOPBACK_LIMITS, database_url, free_port
+from tests.e2e.live import LOOPBACK_LIMITS, database_url, free_port, web_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, **LOOPBACK_LIMITS, "PYTHONUNBUFFERED": "1", "ALLOWED_HOSTS": "127.0.0.1,localhost"}
@@ -105,10 +105,12 @@ class Served:
 
 @pytest.fixture
 def served(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Served]:
-    """serve on free ports, its Redis started by itself; whatever it leaves is killed afterwards."""
+    """serve on free ports with two web processes, its Redis started by itself; whatever it leaves is
+    killed afterwards."""
     port = free_port()
-    env = {**ENV, "REDIS_URL": unused_redis_url(), "DATABASE_URL": database_url()}
+    env = {**ENV, "REDIS_URL": unused_redis_url(), "DATABASE_URL": database_url(), "WEB_PROCESSES": "1"}
     command = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--fake-worker"]
+    command += ["--processes", "2"]  # the option wins over WEB_PROCESSES
     # A session of its own, like a terminal's foreground job: the test's Ctrl-C reaches serve alone.
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
@@ -129,8 +131,11 @@ def served(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Served]:
 @pytest.mark.django_db(transaction=True)
 def test_serve_runs_everything_and_ctrl_c_stops_every_process_it_started(served: Served) -> None:
     process, output, url = served.process, served.output, served.url
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
     output.wait_for("Starting redis-server", timeout=30)
+    output.wait_for(f"starting web (uvicorn, 2 processes on 127.0.0.1:{port})", timeout=30)
     output.wait_for(f"Ready: {url}", timeout=120)
+    output.wait_for(f"Web: uvicorn, 2 processes serving {url}", timeout=5)
     output.wait_for("Ctrl-C stops every process.", timeout=60)  # the fake worker is online
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.status == 200
@@ -143,10 +148,13 @@ def test_serve_runs_everything_and_ctrl_c_stops_every_process_it_started(served:
         time.sleep(0.2)
     pool = celery.children()
     assert pool, "the Celery worker started no pool process"
-    for expected in ("redis-server", "daphne", "inference_worker --fake", "celery -A chatbot worker"):
+    for expected in ("redis-server", "uvicorn chatbot.asgi", "inference_worker --fake", "celery -A chatbot worker"):
         assert any(expected in line for line in children), f"{expected} is not running: {list(children)}"
+    web = next(child for line, child in children.items() if "uvicorn chatbot.asgi" in line)
+    workers = web_workers(web.pid, port)
+    assert len(workers) == 2 and web not in workers, "the web tier is not two processes on the one port"
     everything = served.started = serve_process.children(recursive=True)
-    assert set(pool) <= set(everything)
+    assert set(pool) <= set(everything) and set(workers) <= set(everything)
 
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in serve's terminal
     assert process.wait(timeout=60) == 0, output.text
@@ -162,6 +170,13 @@ def test_serve_without_redis_or_redis_server_stops_with_one_line_saying_how_to_g
     url = unused_redis_url()
     result = serve(env={**ENV, "REDIS_URL": url, "PATH": NO_REDIS_SERVER})
     assert_one_line_error(result, url, HOW_TO_GET_REDIS)
+
+
+def test_serve_refuses_a_wrong_number_of_web_processes_in_one_line() -> None:
+    result = serve(env={**ENV, "REDIS_URL": unused_redis_url(), "WEB_PROCESSES": "lots"})
+    assert_one_line_error(result, "WEB_PROCESSES='lots'", "whole number")
+    result = serve("--processes", "2", env={**ENV, "REDIS_URL": unused_redis_url(), "WEB_SERVER": "daphne"})
+    assert_one_line_error(result, "daphne serves from one process")
 
 
 def test_serve_with_an_unresponsive_remote_redis_stops_with_one_line() -> None:

@@ -1,4 +1,4 @@
-"""Customer and agent in real headless Chromium, against daphne and the fake inference worker.
+"""Customer and agent in real headless Chromium, against uvicorn and the fake inference worker.
 
 Two browser contexts: the customer asks for a person, the agent sees the alert, takes over and
 replies, the customer sees it live, the agent hands back and the bot answers again. Then the

@@ -1,4 +1,4 @@
-"""A team on a shift, in real headless Chromium against daphne and the scripted fake worker: two
+"""A team on a shift, in real headless Chromium against uvicorn and the scripted fake worker: two
 agents (Dana and Eli, each a signed-in browser context) and two customers on the chat page.
 Assignment and the views update live on both agents' screens; unread counts rise and clear; a
 handoff notifies (``window.Notification`` stubbed, permission granted) and the title badge

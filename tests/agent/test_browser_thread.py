@@ -1,4 +1,4 @@
-"""The transcript's thread and side panel in real headless Chromium, against daphne and a scripted
+"""The transcript's thread and side panel in real headless Chromium, against uvicorn and a scripted
 worker of this module's own: two agents and a customer. A note written by one agent appears live on
 the other's screen and never on the customer's; the customer's request for a person appears as an
 activity line on both; a canned reply is inserted with its shortcut from the keyboard; the panel

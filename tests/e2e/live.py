@@ -1,10 +1,12 @@
-"""The whole system as `make run` serves it: daphne and the real inference worker as processes,
-on the test database and the real Redis. The ``live_system`` fixture (tests/conftest.py) starts it
+"""The whole system as `make run` serves it: the web tier (chatbot/web.py: uvicorn, one process
+unless a test asks for more) and the real inference worker as processes, on the test database and
+the real Redis. The ``live_system`` fixture (tests/conftest.py) starts it
 once per test session, so the model loads once; tests using it need committed data
 (``transaction=True``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,8 +15,12 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+import psutil
 from django.conf import settings
+
+from chatbot import web
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "var" / "test-logs"
@@ -47,14 +53,49 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class LiveSystem:
-    """daphne and an inference worker (the real model, or ``--fake`` scripted replies)."""
+def listens(process: psutil.Process, port: int) -> bool:
+    try:
+        connections = process.net_connections(kind="tcp")
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
 
-    def __init__(self, *, fake: bool = False, prefix: str = "", env: dict[str, str] | None = None) -> None:
+
+def web_workers(pid: int, port: int) -> list[psutil.Process]:
+    """The processes that accept the web tier's connections on ``port``: uvicorn's worker processes
+    under its supervisor ``pid`` (``--workers`` above 1: each shares the supervisor's listening
+    socket), else the web process itself."""
+    root = psutil.Process(pid)
+    return [child for child in root.children() if listens(child, port)] or [root]
+
+
+def connection_holder(workers: list[psutil.Process], port: int, client_port: int) -> psutil.Process:
+    """Which of ``workers`` holds the TCP connection a client made from ``client_port`` to ``port``."""
+    for worker in workers:
+        for c in worker.net_connections(kind="tcp"):
+            if c.laddr.port == port and c.raddr and c.raddr.port == client_port:
+                return worker
+    raise LookupError(f"no web process holds the connection from port {client_port}")
+
+
+class LiveSystem:
+    """The web tier and an inference worker (the real model, or ``--fake`` scripted replies)."""
+
+    def __init__(
+        self,
+        *,
+        fake: bool = False,
+        prefix: str = "",
+        env: dict[str, str] | None = None,
+        web_processes: int = 1,
+    ) -> None:
         """``prefix``: the Redis key and channel prefix, the test run's by default; one of its own
         keeps this system's requests from any other live system's worker. ``env``: overrides for
-        every process, e.g. a ``REDIS_URL`` or ``DATABASE_URL`` of a fault test's own."""
+        every process, e.g. a ``REDIS_URL`` or ``DATABASE_URL`` of a fault test's own (a
+        ``WEB_SERVER`` there picks the server). ``web_processes``: how many web processes share
+        the port (one keeps the tests fast; tests/e2e/test_web_processes.py runs two)."""
         self.fake = fake
+        self.web_processes = web_processes
         prefix = prefix or settings.REDIS_KEY_PREFIX
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -75,16 +116,29 @@ class LiveSystem:
             **(env or {}),
         }
         LOGS.mkdir(parents=True, exist_ok=True)
-        daphne = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatbot.asgi:application"]
-        self.web = self._spawn("web", daphne)
+        self.web = self._spawn_web()
         self.worker = self.start_worker()
         self._wait_until_up()
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None, **options: Any
+    ) -> subprocess.Popen[bytes]:
+        """``python ARGS...`` (or ``args`` as they are when they start with the interpreter)."""
         log = open(LOGS / f"{name}-{self.port}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        return subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+        argv = args if args[:1] == [sys.executable] else [sys.executable, *args]
+        environment = {**self.env, **(env or {})}
+        return subprocess.Popen(argv, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, **options)
+
+    def _spawn_web(self) -> subprocess.Popen[bytes]:
+        # A process group of its own, so that stopping it stops its worker processes too.
+        command = web.command(
+            host="127.0.0.1", port=self.port, processes=self.web_processes, server=self.env.get("WEB_SERVER") or None
         )
+        return self._spawn("web", command, start_new_session=True)
+
+    def web_workers(self) -> list[psutil.Process]:
+        """The processes that accept this system's web connections (see ``web_workers``)."""
+        return web_workers(self.web.pid, self.port)
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         command = ["manage.py", "inference_worker", "--consumer", f"e2e-{self.port}"] + (
@@ -131,11 +185,21 @@ class LiveSystem:
         for process in (self.worker, self.web):
             if process.poll() is None:
                 process.terminate()
-        for process in (self.worker, self.web):
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        try:
+            self.worker.wait(15)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
+        self._wait_web_gone()
+
+    def _wait_web_gone(self) -> None:
+        """The web process (told to stop) gone, and whatever is left of its group killed."""
+        try:
+            self.web.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.web.pid, signal.SIGKILL)  # its worker processes, if any outlived it
+        self.web.wait(5)
 
     # Helpers for the resilience tests (tests/e2e/test_browser_resilience.py): a fake worker with
     # replies of the test's choosing, and the web process stopped and started on the same port.
@@ -165,19 +229,14 @@ class LiveSystem:
         self.worker.wait(30)
 
     def stop_web(self) -> None:
-        """Stop daphne: every open socket drops."""
+        """Stop the web tier, every process of it: every open socket drops."""
         if self.web.poll() is None:
             self.web.terminate()
-        try:
-            self.web.wait(15)
-        except subprocess.TimeoutExpired:
-            self.web.kill()
-            self.web.wait(5)
+        self._wait_web_gone()
 
     def start_web(self, timeout: float = 60) -> None:
-        """Start daphne again on the same port and wait until it answers."""
-        daphne = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatbot.asgi:application"]
-        self.web = self._spawn("web", daphne)
+        """Start the web tier again on the same port and wait until it answers."""
+        self.web = self._spawn_web()
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -185,9 +244,9 @@ class LiveSystem:
                 return
             except OSError:
                 if self.web.poll() is not None:
-                    raise RuntimeError(f"daphne exited; see {LOGS}") from None
+                    raise RuntimeError(f"the web process exited; see {LOGS}") from None
                 if time.monotonic() > deadline:
-                    raise TimeoutError("daphne did not come back up") from None
+                    raise TimeoutError("the web tier did not come back up") from None
                 time.sleep(0.1)
 
 
@@ -199,7 +258,10 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
 django.setup()
 
+import psutil
 from django.conf import settings
+
+from chatbot import web
 
 from conversations.inference.fake import FakeEngine
 from conversations.worker import InferenceWorker

@@ -1,4 +1,4 @@
-"""The chat for people and phones (issue 14), in real headless Chromium against daphne and the
+"""The chat for people and phones (issue 14), in real headless Chromium against uvicorn and the
 scripted fake worker: phones from 320 px, 44 px targets, markdown rendered safely, retry after
 Stop, the dialog before leaving a person, feedback thanks, system lines and typing both ways,
 timestamps, keyboard use, contrast in light and dark, the brand colour, greeting, suggestions, the

@@ -1,6 +1,6 @@
 """The chat page in real headless Chromium when things go wrong: a reload mid-reply, the web
 process going away under an open socket, a new conversation, no inference worker, and markup
-written by the model. Against daphne and the fake engine with scripted replies (no torch), so
+written by the model. Against uvicorn and the fake engine with scripted replies (no torch), so
 each reply's text, length and pace are known in advance."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The customer chat end to end: browser protocol → daphne → Redis → real SmolLM2 worker → database."""
+"""The customer chat end to end: browser protocol → uvicorn → Redis → real SmolLM2 worker → database."""
 
 from __future__ import annotations
 

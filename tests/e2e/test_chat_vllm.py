@@ -1,4 +1,4 @@
-"""The customer chat end to end on vLLM: browser protocol → daphne → Redis → the real inference
+"""The customer chat end to end on vLLM: browser protocol → uvicorn → Redis → the real inference
 worker with ``INFERENCE_BACKEND=vllm`` → the real vLLM server → database. The properties the
 built-in path proves (tests/e2e/test_chat_real_model.py, tests/faults): a reply streams, Stop
 stops it (and vLLM with it), a trained adapter serves and a reply names its version, a refused

@@ -24,10 +24,11 @@ import pytest
 
 from conversations.models import Message
 from tests.e2e.client import ChatClient
-from tests.e2e.live import database_url, free_port
+from tests.e2e.live import connection_holder, database_url, free_port, web_workers
 from tests.test_serve import ENV, ROOT, Output, Served, gone, unused_redis_url
 
 BACK_WITHIN_S = 90  # a killed child is restarted and answering again within this
+WEB = "uvicorn chatbot.asgi"  # the web child's command line (chatbot/web.py)
 
 
 @pytest.fixture
@@ -143,7 +144,7 @@ def test_it_restarts_a_worker_killed_mid_reply_while_the_web_and_the_customers_s
 ) -> None:
     run = serve_with(SERVE_RESTART_BACKOFF_S="2")
     run.output.wait_for(f"Ready: {run.url}", timeout=120)
-    web = child(run, "daphne")
+    web = child(run, WEB)
 
     frames, state_after_kill = asyncio.run(kill_the_worker_mid_reply(run))
 
@@ -158,23 +159,77 @@ def test_it_restarts_a_worker_killed_mid_reply_while_the_web_and_the_customers_s
     run.output.wait_for("restart 1 in 2.0 s", timeout=5)
     run.output.wait_for("The inference worker is back: the bot answers.", timeout=BACK_WITHIN_S)
     assert health(run)["worker"] == "online"
-    assert child(run, "daphne").pid == web.pid and web.is_running(), "the web process was restarted"
+    assert child(run, WEB).pid == web.pid and web.is_running(), "the web process was restarted"
     assert "stopping the rest" not in run.output.text
     ctrl_c_leaves_nothing(run)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_it_restarts_a_killed_web_process_and_the_site_answers_again(serve_with: Callable[..., Served]) -> None:
-    run = serve_with()
+    run = serve_with(WEB_PROCESSES="2")
     run.output.wait_for(f"Ready: {run.url}", timeout=120)
-    web, worker = child(run, "daphne"), child(run, "inference_worker")
+    web, worker = child(run, WEB), child(run, "inference_worker")
+    serving = web_workers(web.pid, port_of(run))
+    assert len(serving) == 2, serving
 
-    web.kill()
+    web.kill()  # uvicorn's supervisor: its worker processes are left without it
     run.output.wait_for("web exited (killed by SIGKILL)", timeout=10)
+    wait_until(lambda: all(gone(process) for process in serving), 10, "serve stopped the orphaned web workers")
     wait_until(lambda: answers(run), BACK_WITHIN_S, "the site answered again")
-    assert child(run, "daphne").pid != web.pid
+    new_web = child(run, WEB)
+    assert new_web.pid != web.pid
+    wait_until(lambda: len(web_workers(new_web.pid, port_of(run))) == 2, 30, "two web processes again")
     assert child(run, "inference_worker").pid == worker.pid, "the worker was restarted with the web"
     ctrl_c_leaves_nothing(run)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_web_worker_process_is_replaced_by_uvicorn_while_the_port_keeps_serving(
+    serve_with: Callable[..., Served],
+) -> None:
+    run = serve_with(WEB_PROCESSES="2")
+    run.output.wait_for(f"Ready: {run.url}", timeout=120)
+    port = port_of(run)
+    web = child(run, WEB)
+    wait_until(lambda: len(web_workers(web.pid, port)) == 2, 30, "two web processes")
+    asyncio.run(chat_until_done(run))  # a chat before, on whichever process
+
+    async def chat_across_the_kill() -> tuple[list[dict[str, Any]], int]:
+        # A customer's socket on one worker process; the other is killed. The socket stays, the
+        # chat goes on, and every request made while uvicorn brings a new process serves.
+        async with ChatClient(run.url.rstrip("/")) as chat:
+            holder = connection_holder(web_workers(web.pid, port), port, chat.socket.local_address[1])
+            victim = next(process for process in web_workers(web.pid, port) if process.pid != holder.pid)
+            victim.kill()
+            await asyncio.to_thread(wait_until, lambda: gone(victim), 10, "the worker process died")
+            served = 0
+            while served < 5 or victim in web_workers(web.pid, port) or len(web_workers(web.pid, port)) < 2:
+                assert await asyncio.to_thread(health, run), "a request failed while a web process was down"
+                served += 1
+                await asyncio.sleep(0.05)
+            done = (await chat.ask("Still there?", timeout=BACK_WITHIN_S)).frames
+            return done, served
+
+    frames, served_meanwhile = asyncio.run(chat_across_the_kill())
+    assert frames[-1]["type"] == "done" and frames[-1]["status"] == "complete", frames
+    assert served_meanwhile >= 5
+    replacement = web_workers(web.pid, port)
+    assert len(replacement) == 2
+    assert child(run, WEB).pid == web.pid, "serve restarted the whole web tier for one worker process"
+    assert "web exited" not in run.output.text
+    for _ in range(10):  # and both processes serve again: new visits, each a chat of its own
+        asyncio.run(chat_until_done(run))
+    ctrl_c_leaves_nothing(run)
+
+
+def port_of(run: Served) -> int:
+    return int(run.url.rstrip("/").rsplit(":", 1)[1])
+
+
+async def chat_until_done(run: Served) -> None:
+    async with ChatClient(run.url.rstrip("/")) as chat:
+        exchange = await chat.ask("Hello?", timeout=BACK_WITHIN_S)
+        assert exchange.done["status"] == "complete", exchange.frames
 
 
 @pytest.mark.django_db(transaction=True)

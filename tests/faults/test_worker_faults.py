@@ -1,6 +1,6 @@
 """The inference worker under faults caused for real: the worker killed -9 mid-reply (again and
 again), Redis restarted empty mid-reply, the database unavailable for 30 s, a bad adapter promoted.
-daphne and the scripted fake worker run as processes (tests/e2e/live.py), each test's system on a
+uvicorn and the scripted fake worker run as processes (tests/e2e/live.py), each test's system on a
 Redis prefix of its own. After each fault: no customer message is lost, no reply stays pending or
 streaming past a stated bound, and the bot answers again within a stated bound."""
 

@@ -2,7 +2,7 @@
 real Celery worker until its link appears, the run page's Chart.js loss curve with its axes and
 values, the promote and rollback confirmations, and a phone's width.
 
-daphne runs with the fake inference worker; the Celery broker is a Redis database of these tests'
+uvicorn runs with the fake inference worker; the Celery broker is a Redis database of these tests'
 own, so no other Celery worker on this Redis can take their messages (queue names carry no prefix)."""
 
 from __future__ import annotations

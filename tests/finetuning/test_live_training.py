@@ -1,6 +1,6 @@
 """The "Retrain now" button in real Chromium, run by a real Celery worker, followed live on the run page.
 
-The web side is daphne (with the fake inference worker: no reply is asked for here); the run is a
+The web side is uvicorn (with the fake inference worker: no reply is asked for here); the run is a
 message on the ``finetuning`` queue carrying only its id; the worker trains the real SmolLM2 for a
 few steps and pushes every stored step through the Redis channel layer to the page's socket.
 """

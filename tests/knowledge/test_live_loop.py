@@ -1,5 +1,5 @@
 """The knowledge loop with every part real but the model: a customer asks in Chromium, an agent
-saves a correction on the transcript page (daphne), a real Celery worker turns it into a
+saves a correction on the transcript page (uvicorn), a real Celery worker turns it into a
 suggestion (MiniLM), an admin approves it, and the next customer, in other words, gets the
 approved answer from the inference worker (the scripted engine goes on after it)."""
 

@@ -1,4 +1,4 @@
-"""The knowledge page in real headless Chromium against daphne: an agent approves a suggestion
+"""The knowledge page in real headless Chromium against uvicorn: an agent approves a suggestion
 and retires another through the page (the confirmation dialog included, cancelled once first),
 by mouse and by keyboard, and the page has no horizontal scroll on a 390 px phone."""
 

@@ -1,4 +1,4 @@
-"""The customer's source line in real Chromium: daphne and the scripted worker with
+"""The customer's source line in real Chromium: uvicorn and the scripted worker with
 KNOWLEDGE_SHOW_SOURCES on, an approved entry embedded by the real MiniLM, and a customer who asks
 its question reads "Source: <question>" under the reply; the agent's transcript names the entry."""
 

@@ -1,4 +1,4 @@
-"""/reports/ in real headless Chromium against daphne (a live system of this module's own Redis
+"""/reports/ in real headless Chromium against uvicorn (a live system of this module's own Redis
 prefix): the charts are drawn with the fixture's numbers, the tables show them, the CSV link
 downloads them, the period switch redraws per week, the keyboard reaches every control, and a
 390×844 phone scrolls no wider than its screen."""

@@ -1,6 +1,6 @@
 """The widget in real headless Chromium, on host pages served from other origins than the chat's.
 
-The chat (daphne and the fake worker) listens on http://127.0.0.1:PORT. An allowed host page is
+The chat (uvicorn and the fake worker) listens on http://127.0.0.1:PORT. An allowed host page is
 served from http://localhost:OTHER (another origin: another host name and port); a disallowed one
 from http://127.0.0.2:OTHER, which ALLOWED_HOSTS does not name either, so the socket's own origin
 check refuses it too. The end-to-end chat needs chat.js's host hook (window.chatHost: the frame's

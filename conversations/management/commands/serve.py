@@ -1,8 +1,10 @@
 """python manage.py serve: run the whole system on one machine (what `make run` ends with).
 
-Starts Redis when none answers on REDIS_URL, then the ASGI server, the inference worker and a
-Celery worker, and supervises them: a process that dies is restarted after a backoff (1, 2, 4 …
-seconds, capped; reset once it has stayed up a while) while the others keep serving. It prints
+Starts Redis when none answers on REDIS_URL, then the web tier (chatbot/web.py: uvicorn, its
+``--processes`` worker processes sharing one port, WEB_PROCESSES by default; uvicorn itself
+restarts a worker process that dies), the inference worker and a Celery worker, and supervises
+them: a process that dies is restarted after a backoff (1, 2, 4 … seconds, capped; reset once it
+has stayed up a while) while the others keep serving. It prints
 "Ready" once /healthz says the database, Redis, the web and the worker are all up, and what it
 waits for until then. Ctrl-C stops every process it started.
 """
@@ -26,7 +28,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from chatbot import local_redis
+from chatbot import local_redis, web
 from conversations import health
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,10 @@ def restart_wait(failures: int) -> float:
 
 
 class Command(BaseCommand):
-    help = "Serve everything: Redis (if needed), web (daphne), inference worker, Celery worker; restart what dies."
+    help = (
+        "Serve everything: Redis (if needed), the web processes (uvicorn), inference worker, Celery worker; "
+        "restart what dies."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -73,8 +78,22 @@ class Command(BaseCommand):
             action="store_true",
             help="Run the inference worker with --fake (scripted replies, no torch).",
         )
+        parser.add_argument(
+            "--processes",
+            type=int,
+            default=0,
+            help="Web processes sharing the port (default: WEB_PROCESSES; 0 there: one per core, at most "
+            "WEB_PROCESSES_MAX).",
+        )
 
-    def handle(self, *args: Any, host: str, port: int, fake_worker: bool = False, **options: Any) -> None:
+    def handle(
+        self, *args: Any, host: str, port: int, fake_worker: bool = False, processes: int = 0, **options: Any
+    ) -> None:
+        try:
+            web_command = web.command(host=host, port=port, processes=processes or None)
+            web_processes = web.describe(processes=processes or None)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
         self.children: list[Child] = []
         self.stopping = False
         self.worker_restarting = False
@@ -85,7 +104,7 @@ class Command(BaseCommand):
         try:
             self._ensure_redis()
             python = sys.executable
-            self._start("web", [python, "-m", "daphne", "-b", host, "-p", str(port), "chatbot.asgi:application"])
+            self._start("web", web_command, f"{web_processes} on {host}:{port}")
             self._start("inference", [python, "manage.py", "inference_worker", *(["--fake"] if fake_worker else [])])
             celery = [python, "-m", "celery", "-A", "chatbot", "worker", "-Q", "default,finetuning"]
             self._start("celery", [*celery, "--concurrency", "1", "--loglevel", "INFO"])
@@ -94,6 +113,7 @@ class Command(BaseCommand):
             if self.stopping:
                 return
             self.stdout.write(self.style.SUCCESS(f"\nReady: {url}  (agents: {url}agent/, admins: {url}admin/)"))
+            self.stdout.write(f"Web: {web_processes} serving {url}")
             self.stdout.write("Ctrl-C stops every process.")
             while not self.stopping:
                 self._tick()
@@ -113,8 +133,8 @@ class Command(BaseCommand):
             child = Child("redis", local_redis.server_command(settings.REDIS_URL, str(process.args[0])))
             self._started(child, process)
 
-    def _start(self, name: str, command: list[str]) -> None:
-        self.stdout.write(f"  starting {name}")
+    def _start(self, name: str, command: list[str], what: str = "") -> None:
+        self.stdout.write(f"  starting {name}" + (f" ({what})" if what else ""))
         self._spawn(Child(name, command))
 
     def _spawn(self, child: Child) -> None:
