@@ -116,16 +116,26 @@ TEMPLATES = [
     },
 ]
 
-# A connection is kept for DATABASE_CONN_MAX_AGE seconds and checked before reuse: a socket's
-# database calls all run on one thread per web process (Channels' database_sync_to_async), and
-# opening a connection for each of them was a tenth of the web tier's time (docs/web-tier.md).
+# Connections are reused, not opened for each call: a socket's database calls all run on one thread
+# per web process (Channels' database_sync_to_async), and opening a connection for each of them was
+# a tenth of the web tier's time (docs/web-tier.md). On PostgreSQL from a pool of at most
+# DATABASE_POOL_MAX a process, which also bounds them: Django runs each page on a thread of its own,
+# and a burst of visitors opened more connections than the server takes (max_connections). SQLite
+# keeps each thread's connection DATABASE_CONN_MAX_AGE seconds. Both are checked before reuse.
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"),
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
+        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"), conn_health_checks=True
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_int("DATABASE_POOL_MAX", 10) > 0:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env_int("DATABASE_POOL_MAX", 10),
+        "timeout": env_float("DATABASE_POOL_TIMEOUT_S", 30.0),  # a call waits this long for a free one
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, inference worker, Celery) share the file: wait for locks, use WAL.
     DATABASES["default"]["OPTIONS"] = {

@@ -65,6 +65,7 @@ def database_status() -> str:
 def _quick_connection() -> Any:
     settings_dict = {**connections[DEFAULT_DB_ALIAS].settings_dict}
     options = {**settings_dict.get("OPTIONS", {})}
+    options.pop("pool", None)  # a connection of its own, not one of the process's pool (keyed by alias)
     timeout = settings.HEALTH_CHECK_TIMEOUT_S
     if settings_dict["ENGINE"].endswith("sqlite3"):
         options["timeout"] = timeout
