@@ -376,11 +376,32 @@ def rss_mb(processes: list[psutil.Process]) -> list[float]:
     return out
 
 
+# Where a sample's time goes, by the innermost frame that names one of these (first match wins).
+COMPONENTS = [
+    ("JSON", ("json/", "orjson")),
+    ("database (Django ORM, driver)", ("django/db/", "sqlite3", "psycopg")),
+    ("Redis (channel layer, limits, stream)", ("channels_redis/", "redis/", "msgpack")),
+    (
+        "websocket and HTTP I/O (uvicorn, websockets, daphne)",
+        ("websockets/", "uvicorn/", "daphne/", "autobahn/", "twisted/", "httptools", "asyncio/streams"),
+    ),
+    (
+        "templates and pages (Django)",
+        ("django/template", "django/core/handlers", "django/middleware", "django/contrib"),
+    ),
+    ("thread hops (asgiref)", ("asgiref/", "concurrent/futures")),
+    ("our code", ("conversations/", "chatbot/", "finetuning/")),
+    ("Channels (routing, consumers)", ("channels/",)),
+]
+
+
 def profile_summary(raw: Path, top: int = 15) -> str:
-    """py-spy's collapsed stacks (``frame;frame;... count``): the top frames by own samples and by
-    samples including what they call."""
+    """py-spy's collapsed stacks (``frame;frame;... count``): the share of samples by component (the
+    innermost frame that names one), the top frames by own samples, and our functions by samples
+    including what they call."""
     own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
+    ours: Counter[str] = Counter()
+    parts: Counter[str] = Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -390,13 +411,20 @@ def profile_summary(raw: Path, top: int = 15) -> str:
         frames = stack.split(";")
         total += count
         own[frames[-1]] += count
-        for frame in set(frames):
-            inclusive[frame] += count
-    lines = [f"{total} samples"]
+        for frame in {f for f in frames if any(p in f for p in ("conversations/", "chatbot/", "finetuning/"))}:
+            ours[frame] += count
+        part = next(
+            (name for frame in reversed(frames) for name, marks in COMPONENTS if any(m in frame for m in marks)),
+            "other (the event loop, the interpreter)",
+        )
+        parts[part] += count
+    total = max(total, 1)
+    lines = [f"{total} samples (only while holding the GIL)", "by component:"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in parts.most_common()]
     lines.append("own time:")
     lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
-    lines.append("including callees:")
-    lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top * 2)]
+    lines.append("our functions, including what they call:")
+    lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in ours.most_common(top)]
     return "\n".join(lines)
 
 
