@@ -140,15 +140,17 @@ def inbox_items(conversation_ids: Iterable[Any]) -> list[dict[str, Any]]:
         .select_related("customer", "agent", "assignee")
         .annotate(inbox_last_text=Subquery(last_text.values("text")[:1]))
     )
-    counts = {row.pop("conversation_id"): row for row in said.values("conversation_id").annotate(**_INBOX_COUNTS)}
+    counts: dict[Any, dict[str, Any]] = {}
+    for row in said.values("conversation_id").annotate(**_INBOX_COUNTS):
+        counts[row["conversation_id"]] = dict(row)
     negative = set(
         Feedback.objects.filter(message__conversation_id__in=ids, positive=False).values_list(
             "message__conversation_id", flat=True
         )
     )
-    empty = {"total": 0, "customer": 0, "last_customer": None}
+    empty: dict[str, Any] = {"total": 0, "customer": 0, "last_customer": None}
     return [
-        _inbox_row(c, counts.get(c.id, empty), c.inbox_last_text or "", c.id in negative)  # type: ignore[attr-defined]
+        _inbox_row(c, counts.get(c.id, empty), getattr(c, "inbox_last_text", None) or "", c.id in negative)
         for c in conversations
     ]
 

@@ -144,7 +144,7 @@ def _send_state(conversation: Conversation, client_id: str | None) -> _SendState
     """One statement, written out: compiling it through the ORM's conditional aggregates cost a
     tenth of the web process's time under load (docs/web-tier.md)."""
     message, chat = Message._meta, Conversation._meta
-    uuid = chat.pk.get_db_prep_value  # type: ignore[union-attr]
+    uuid = chat.pk.get_db_prep_value
     since = connection.ops.adapt_datetimefield_value(_window_start())
     this = uuid(conversation.id, connection)
     active = list(Message.ACTIVE_STATUSES)
@@ -162,7 +162,7 @@ def _send_state(conversation: Conversation, client_id: str | None) -> _SendState
         )
     """  # noqa: S608 - table names from the models, every value a parameter
     params = [since, Message.Role.CUSTOMER, since, Message.Role.BOT, this, Message.Role.BOT, *active]
-    params += [this, client_id, Customer._meta.pk.get_db_prep_value(conversation.customer_id, connection)]  # type: ignore[union-attr]
+    params += [this, client_id, Customer._meta.pk.get_db_prep_value(conversation.customer_id, connection)]
     params += [since, this, *active, client_id]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
