@@ -115,11 +115,15 @@ def inbox_item(conversation: Conversation) -> dict[str, Any]:
     frame carries how many customer messages there are and when the last came, and each page adds
     what it had not shown (docs/agent-workspace.md, "Unread")."""
     said = conversation.messages.exclude(role=Message.Role.SYSTEM)
-    last = said.exclude(text="").order_by("-created_at", "-id").first()
+    last = said.exclude(text="").exclude(_UNFINISHED).order_by("-created_at", "-id").first()
     counts = said.aggregate(**_INBOX_COUNTS)
     negative = Feedback.objects.filter(message__conversation=conversation, positive=False).exists()
     return _inbox_row(conversation, counts, last.text if last else "", negative)
 
+
+# A reply still being written is not the row's last text: its half would show, and the row is read
+# a moment after the customer's message (``InboxAnnouncer``), when the reply may have begun.
+_UNFINISHED = Q(role=Message.Role.BOT, status__in=Message.ACTIVE_STATUSES)
 
 _INBOX_COUNTS = {
     "total": Count("id"),
@@ -134,7 +138,8 @@ def inbox_items(conversation_ids: Iterable[Any]) -> list[dict[str, Any]]:
     (``events.inbox_touched``). Conversations that no longer exist are left out."""
     ids = list(conversation_ids)
     said = Message.objects.filter(conversation_id__in=ids).exclude(role=Message.Role.SYSTEM)
-    last_text = said.filter(conversation=OuterRef("pk")).exclude(text="").order_by("-created_at", "-id")
+    last_text = said.filter(conversation=OuterRef("pk")).exclude(text="").exclude(_UNFINISHED)
+    last_text = last_text.order_by("-created_at", "-id")
     conversations = (
         Conversation.objects.filter(id__in=ids)
         .select_related("customer", "agent", "assignee")

@@ -204,3 +204,15 @@ async def test_a_customer_message_is_one_group_send_its_frames_in_order(
         ("notice", None),
     ]
     await chat.disconnect()
+
+
+def test_a_reply_still_being_written_is_not_the_rows_last_text(customer: Customer) -> None:
+    """The announcer reads a row a moment after the customer's message, when the worker may have
+    saved half of the reply: the row shows the customer's words until the reply is finished."""
+    conversation = Conversation.objects.create(customer=customer)
+    reply = chat_services.message_send(conversation=conversation, text="Where is my parcel?", client_id="p").bot_message
+    Message.objects.filter(id=reply.id).update(status=Message.Status.STREAMING, text="Your parcel")
+    for row in (selectors.inbox_items([conversation.id])[0], selectors.inbox_item(conversation)):
+        assert row["last_text"] == "Where is my parcel?"
+    Message.objects.filter(id=reply.id).update(status=Message.Status.COMPLETE, text="Your parcel leaves today.")
+    assert selectors.inbox_items([conversation.id])[0]["last_text"] == "Your parcel leaves today."
