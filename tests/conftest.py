@@ -24,6 +24,14 @@ TEST_PREFIX = f"test-{uuid.uuid4().hex[:8]}"
 os.environ["REDIS_KEY_PREFIX"] = os.environ["CHANNEL_PREFIX"] = settings.REDIS_KEY_PREFIX = TEST_PREFIX
 settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = TEST_PREFIX
 
+# This process itself takes a new PostgreSQL connection for each use, as Django's tests expect:
+# with the pool (chatbot/settings.py), a connection a test thread took and never gave back (a
+# thread that ends holding it) stays taken, and ten of them starve every later test. The live
+# systems, processes of their own, keep the pool as deployments run it.
+if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    settings.DATABASES["default"].get("OPTIONS", {}).pop("pool", None)
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _database_thread_closed(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
