@@ -181,8 +181,8 @@ class InboxAnnouncer:
         ids, self.pending = self.pending, set()
         try:
             rows = await database_sync_to_async(selectors.inbox_items)(sorted(ids))
-            for row in rows:
-                await channel_layer().group_send(AGENTS_GROUP, {"type": AGENTS_HANDLER, "payload": inbox_event(row)})
+            if rows:  # one group send for the round: each agent socket gets one frame a row
+                await _group_send([to_agents(inbox_event(row)) for row in rows])
         except Exception:  # the rows are stored: an agent's page that reloads reads them
             log.exception("could not announce %d inbox rows", len(ids))
         if self.pending:  # touched while this round read and sent
